@@ -1,0 +1,107 @@
+"""Settings, read from the environment (prefix ``EXEC_API_``) or an env file.
+
+Secrets (the database URL, which carries the password) have no default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EXEC_API_", env_file=None, extra="ignore", case_sensitive=False
+    )
+
+    # --- database ---------------------------------------------------------------------
+    database_url: str = Field(
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://exec_api:PASSWORD@127.0.0.1/exec_api"
+    )
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+
+    # --- files ------------------------------------------------------------------------
+    notebook_root_template: str = Field(
+        default="/home/{username}/notebooks",
+        description="Per-user notebook area; notebook paths are relative to it",
+    )
+    output_root: str = Field(
+        default="/var/lib/exec-api/outputs",
+        description="Outputs are written to <output_root>/<username>/<execution id>.ipynb",
+    )
+
+    # --- authentication ---------------------------------------------------------------
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = Field(
+        default=None, description="Defaults to jwks_uri of <issuer>/.well-known/openid-configuration"
+    )
+    oidc_algorithms: list[str] = ["RS256"]
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    oidc_leeway_seconds: int = 30
+    jwks_cache_seconds: int = 300
+    jupyterhub_api_url: str | None = Field(
+        default=None, description="e.g. http://127.0.0.1:8081/hub/api ; enables hub tokens"
+    )
+    jupyterhub_admin_is_admin: bool = True
+    auth_cache_seconds: int = 30
+    admin_group: str = "exec-api-admins"
+    http_timeout_seconds: float = 5.0
+
+    # --- execution --------------------------------------------------------------------
+    runner: Literal["local", "subprocess", "systemd"] = "local"
+    worker_embedded: bool = Field(
+        default=True, description="Run the execution worker inside the API process"
+    )
+    worker_concurrency: int = 2
+    kernel_pool_size: int = Field(default=-1, description="-1: same as worker_concurrency")
+    default_timeout_seconds: int = 600
+    max_timeout_seconds: int = 3600
+    poll_interval_seconds: float = 1.0
+    orphan_policy: Literal["fail", "requeue"] = "fail"
+    orphan_check_interval_seconds: float = 10.0
+    max_attempts: int = 3
+    wait_max_seconds: float = 300.0
+
+    # --- systemd runner ---------------------------------------------------------------
+    systemd_run_path: str = "/usr/bin/systemd-run"
+    systemctl_path: str = "/usr/bin/systemctl"
+    systemd_python: str | None = Field(
+        default=None, description="Interpreter for the per-run unit (defaults to this one)"
+    )
+    systemd_memory_max: str = "2G"
+    systemd_cpu_quota: str = "100%"
+    systemd_tasks_max: int = 256
+    systemd_slice: str = "exec-api-runs.slice"
+    systemd_extra_properties: list[str] = []
+
+    # --- misc -------------------------------------------------------------------------
+    cors_origins: list[str] = []
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.oidc_issuer and not self.oidc_jwks_url and not self.jupyterhub_api_url:
+            raise ValueError(
+                "no authentication configured: set EXEC_API_OIDC_ISSUER (and "
+                "EXEC_API_OIDC_AUDIENCE) and/or EXEC_API_JUPYTERHUB_API_URL"
+            )
+        if (self.oidc_issuer or self.oidc_jwks_url) and not self.oidc_audience:
+            raise ValueError("EXEC_API_OIDC_AUDIENCE is required with OIDC")
+        if "{username}" not in self.notebook_root_template:
+            raise ValueError("EXEC_API_NOTEBOOK_ROOT_TEMPLATE must contain {username}")
+        return self
+
+    @property
+    def pool_size(self) -> int:
+        return self.worker_concurrency if self.kernel_pool_size < 0 else self.kernel_pool_size
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]

@@ -1,0 +1,132 @@
+"""Tables.  The prototype's three tables, columns and constraints are kept; the execution
+table gains the columns the queue needs (all nullable or defaulted, so old rows stay valid).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+# Timestamps are naive UTC (the prototype's TIMESTAMP columns), whatever the server's zone.
+UTC_NOW = text("timezone('utc', now())")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Notebook(Base):
+    __tablename__ = "notebooks"
+    __table_args__ = (UniqueConstraint("name", "username", name="uq_notebook_name_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    file_path: Mapped[str] = mapped_column(String(512), nullable=False, unique=True)
+    username: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
+    )
+    tags: Mapped[Any | None] = mapped_column(JSON)
+    # "metadata" is reserved by SQLAlchemy's declarative API: attribute renamed, column kept.
+    metadata_: Mapped[Any | None] = mapped_column("metadata", JSON)
+
+    parameters: Mapped[list[NotebookParameter]] = relationship(
+        back_populates="notebook",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="NotebookParameter.id",
+    )
+
+
+class NotebookParameter(Base):
+    __tablename__ = "notebook_parameters"
+    __table_args__ = (
+        UniqueConstraint("notebook_id", "param_name", name="uq_param_notebook_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notebook_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("notebooks.id", ondelete="CASCADE"), nullable=False
+    )
+    param_name: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    param_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    default_value: Mapped[Any | None] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(Text)
+    required: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    validation_rules: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
+    )
+
+    notebook: Mapped[Notebook] = relationship(back_populates="parameters")
+
+
+class NotebookExecution(Base):
+    __tablename__ = "notebook_executions"
+    __table_args__ = (
+        Index(
+            "ix_executions_queued",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_executions_running",
+            "worker_id",
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notebook_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("notebooks.id", ondelete="SET NULL"), index=True
+    )
+    username: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    input_path: Mapped[str] = mapped_column(String(512), nullable=False)
+    output_path: Mapped[str | None] = mapped_column(String(512))
+    parameters_used: Mapped[Any | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(50), nullable=False)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    execution_time_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Prototype column, NOT NULL: set on submission, then reset to the run's real start.
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    # --- added for the queue --------------------------------------------------------
+    submitted_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW
+    )
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    error_detail: Mapped[Any | None] = mapped_column(JSON)
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    worker_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    runner: Mapped[str | None] = mapped_column(String(50))
