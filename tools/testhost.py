@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Throw-away Debian 12 test hosts: systemd-nspawn machines booted from a cached debootstrap root.
+
+The development and CI machines have no systemd as PID 1 and no container engine, but
+systemd-nspawn can boot a real systemd userland (see ../shared/TESTHOSTS.md). This script is the
+one mechanism behind molecule's create/destroy playbooks and the README's demo command.
+
+    testhost.py root                         build (or reuse) the cached pristine root, print its path
+    testhost.py up SCENARIO HOST[=ALIAS,...] ...   boot hosts (after cleaning leftovers of SCENARIO)
+    testhost.py down SCENARIO                stop what `up SCENARIO` started, remove what it added
+    testhost.py status [SCENARIO]            print the recorded state as JSON
+
+Every host of a scenario sits on one bridge with its own address, resolves every other host
+(and its aliases) by name through /etc/hosts, reaches the package registries through NAT, and
+accepts SSH as root with a per-scenario key. `up` prints the hosts as JSON on stdout.
+
+Only what this script records is ever stopped or removed: machines by their recorded PID
+(checked against /proc/PID/cmdline), the bridge it created, and NAT rules carrying its comment.
+Environment: TESTHOST_CACHE (default /var/cache/dataplatform-testhosts),
+TESTHOST_STATE (default /var/lib/dataplatform-testhosts), TESTHOST_MIRROR (Debian mirror URL;
+default: the first one this machine's apt sources use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SUITE = "bookworm"
+INCLUDE = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "python3",
+    "openssh-server",
+    "iproute2",
+    "sudo",
+    "ca-certificates",
+]
+# Bump when the customisation below changes: the root's cache key includes it.
+RECIPE_REVISION = "3"
+CACHE = Path(os.environ.get("TESTHOST_CACHE", "/var/cache/dataplatform-testhosts"))
+STATE = Path(os.environ.get("TESTHOST_STATE", "/var/lib/dataplatform-testhosts"))
+NAT_COMMENT_PREFIX = "dataplatform-testhost:"
+# Test subnets are taken from this range, one /24 per scenario.
+SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
+SSH_OPTS = [
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=3",
+    "-o", "BatchMode=yes",
+]  # fmt: skip
+BOOT_TIMEOUT = 180
+
+
+def log(msg: str) -> None:
+    print(f"[testhost] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, **kw)
+
+
+def die(msg: str) -> None:
+    log(f"error: {msg}")
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------- pristine root
+def debian_mirror() -> str:
+    if os.environ.get("TESTHOST_MIRROR"):
+        return os.environ["TESTHOST_MIRROR"]
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for src in sources:
+        if not src.is_file() or src.suffix not in {"", ".list", ".sources"}:
+            continue
+        text = src.read_text(errors="replace")
+        for m in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text, re.M):
+            url = m.group(1)
+            if url.rstrip("/").endswith("/debian"):
+                return url
+    die("no Debian mirror found in this machine's apt sources: set TESTHOST_MIRROR")
+    raise AssertionError
+
+
+def recipe_key() -> str:
+    recipe = json.dumps([SUITE, INCLUDE, RECIPE_REVISION, "minbase"])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def customise_root(root: Path) -> None:
+    """One-time changes every test host shares."""
+    # Each machine gets its own machine-id and SSH host keys at copy time.
+    (root / "etc/machine-id").write_text("")
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "systemd-networkd.service"
+    if not link.exists():
+        link.symlink_to("/lib/systemd/system/systemd-networkd.service")
+    # Nothing in the test host waits for "network online" longer than needed.
+    (root / "etc/systemd/system/systemd-networkd-wait-online.service").unlink(missing_ok=True)
+    run(["chroot", str(root), "apt-get", "clean"])
+
+
+def ensure_root() -> Path:
+    root = CACHE / f"root-{recipe_key()}"
+    if (root / ".complete").exists():
+        return root
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for stale in CACHE.glob("root-*"):  # older recipes and half-built roots
+        if stale != root:
+            log(f"removing stale root {stale}")
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = CACHE / f"root-{recipe_key()}.tmp{os.getpid()}"
+    shutil.rmtree(root, ignore_errors=True)
+    log(f"building pristine {SUITE} root (debootstrap, about a minute)")
+    t0 = time.monotonic()
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(INCLUDE)}",
+            SUITE,
+            str(tmp),
+            debian_mirror(),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    customise_root(tmp)
+    (tmp / ".complete").write_text(recipe_key())
+    tmp.rename(root)
+    log(f"root ready in {time.monotonic() - t0:.0f} s: {root}")
+    return root
+
+
+# --------------------------------------------------------------------------- state
+def scenario_dir(scenario: str) -> Path:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", scenario):
+        die(f"scenario name {scenario!r}: use lowercase letters, digits and '-' (max 31)")
+    return STATE / scenario
+
+
+def load_state(scenario: str) -> dict | None:
+    f = scenario_dir(scenario) / "state.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def save_state(scenario: str, state: dict) -> None:
+    f = scenario_dir(scenario) / "state.json"
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(f)
+
+
+def short(scenario: str, what: str) -> str:
+    return hashlib.sha1(f"{scenario}/{what}".encode()).hexdigest()[:6]
+
+
+def pick_subnet(scenario: str) -> ipaddress.IPv4Network:
+    used = {s["subnet"] for s in all_states() if s.get("scenario") != scenario}
+    routes = run(["ip", "-4", "route", "show"], capture_output=True).stdout
+    subnets = list(SUBNET_POOL.subnets(new_prefix=24))
+    start = int(short(scenario, "subnet"), 16) % len(subnets)
+    for i in range(len(subnets)):
+        net = subnets[(start + i) % len(subnets)]
+        if str(net) not in used and str(net.network_address) not in routes:
+            return net
+    die("no free test subnet left")
+    raise AssertionError
+
+
+def all_states() -> list[dict]:
+    return [json.loads(p.read_text()) for p in STATE.glob("*/state.json")] if STATE.exists() else []
+
+
+# --------------------------------------------------------------------------- up / down
+def is_our_nspawn(pid: int, machine: str) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and argv[0].endswith(b"systemd-nspawn") and machine.encode() in argv
+
+
+def nat_rule(subnet: str, scenario: str) -> list[str]:
+    return [
+        "POSTROUTING", "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE",
+        "-m", "comment", "--comment", NAT_COMMENT_PREFIX + scenario,
+    ]  # fmt: skip
+
+
+def down(scenario: str) -> None:
+    state = load_state(scenario)
+    if state is None:
+        log(f"{scenario}: nothing recorded, nothing to stop")
+        return
+    for name, m in state.get("machines", {}).items():
+        pid = m.get("pid")
+        if pid and is_our_nspawn(pid, m["machine"]):
+            log(f"{scenario}: stopping {name} (pid {pid})")
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(300):
+                if not is_our_nspawn(pid, m["machine"]):
+                    break
+                time.sleep(0.1)
+            else:
+                log(f"{scenario}: {name} did not halt in 30 s, killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if m.get("dir"):
+            shutil.rmtree(m["dir"], ignore_errors=True)
+    if state.get("bridge") and state.get("bridge_created"):
+        run(["ip", "link", "del", state["bridge"]], check=False, stderr=subprocess.DEVNULL)
+    if state.get("subnet"):
+        while run(["iptables", "-t", "nat", "-D", *nat_rule(state["subnet"], scenario)],
+                  check=False, stderr=subprocess.DEVNULL).returncode == 0:  # fmt: skip
+            pass
+    shutil.rmtree(scenario_dir(scenario), ignore_errors=True)
+    log(f"{scenario}: down")
+
+
+def parse_host(spec: str) -> tuple[str, list[str]]:
+    name, _, aliases = spec.partition("=")
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,20}", name):
+        die(f"host name {name!r}: use lowercase letters, digits and '-' (max 21)")
+    return name, [a for a in aliases.split(",") if a]
+
+
+def prepare_machine(root: Path, mdir: Path, host: str, addr: str, net, hosts_file: str, pubkey: str):
+    run(["cp", "-a", "--reflink=auto", str(root), str(mdir)])
+    etc = mdir / "etc"
+    (etc / "hostname").write_text(host + "\n")
+    (etc / "hosts").write_text(hosts_file)
+    resolv = Path("/etc/resolv.conf").read_text()
+    (etc / "resolv.conf").unlink(missing_ok=True)
+    (etc / "resolv.conf").write_text(resolv)
+    dns = re.findall(r"^nameserver\s+(\S+)", resolv, re.M)
+    netdir = etc / "systemd/network"
+    netdir.mkdir(parents=True, exist_ok=True)
+    (netdir / "10-host0.network").write_text(
+        "[Match]\nName=host0\n\n[Network]\n"
+        f"Address={addr}/{net.prefixlen}\nGateway={net.network_address + 1}\n"
+        + "".join(f"DNS={d}\n" for d in dns)
+        + "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    ssh = mdir / "root/.ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (ssh / "authorized_keys").write_text(pubkey)
+    (ssh / "authorized_keys").chmod(0o600)
+    # Trust what this machine trusts (package registries may be reached through an inspecting
+    # proxy), and point pip/uv/node at the system bundle as this machine does.
+    cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+    for ca in cas:
+        shutil.copy2(ca, mdir / "usr/local/share/ca-certificates" / ca.name)
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    (etc / "environment").write_text(
+        "".join(f"{k}={bundle}\n" for k in (
+            "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE"))
+        + "UV_NATIVE_TLS=1\n"
+    )  # fmt: skip
+    (etc / "pip.conf").write_text(f"[global]\ncert = {bundle}\n")
+    # New identity for this machine: SSH host keys, CA bundle with the extra CAs.
+    run(["chroot", str(mdir), "ssh-keygen", "-A"], stdout=subprocess.DEVNULL)
+    if cas:
+        run(["chroot", str(mdir), "update-ca-certificates"], stdout=subprocess.DEVNULL)
+
+
+def ssh_ok(key: Path, addr: str, cmd: str) -> subprocess.CompletedProcess:
+    return run(["ssh", *SSH_OPTS, "-i", str(key), f"root@{addr}", cmd], check=False, capture_output=True)
+
+
+def up(scenario: str, specs: list[str]) -> list[dict]:
+    if not specs:
+        die("name at least one host")
+    hosts = [parse_host(s) for s in specs]
+    if len({h for h, _ in hosts}) != len(hosts):
+        die("host names must be unique within a scenario")
+    if shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None:
+        die("install systemd-container and debootstrap (apt-get install systemd-container debootstrap iptables)")
+    down(scenario)  # leftovers of an earlier (possibly crashed) run of this scenario
+    root = ensure_root()
+    sdir = scenario_dir(scenario)
+    sdir.mkdir(parents=True, exist_ok=True)
+    net = pick_subnet(scenario)
+    bridge = f"dptb-{short(scenario, 'bridge')}"
+    state: dict = {"scenario": scenario, "subnet": str(net), "bridge": bridge, "machines": {}}
+    save_state(scenario, state)
+
+    key = sdir / "id_ed25519"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{scenario}", "-f", str(key)])
+    pubkey = (sdir / "id_ed25519.pub").read_text()
+
+    addrs = {h: str(net.network_address + 2 + i) for i, (h, _) in enumerate(hosts)}
+    hosts_file = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" + "".join(
+        f"{addrs[h]}\t{' '.join([h, *aliases])}\n" for h, aliases in hosts
+    )
+
+    # Network: a bridge for the scenario, NAT for the package registries.
+    if run(["ip", "link", "show", bridge], check=False, capture_output=True).returncode != 0:
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+        state["bridge_created"] = True
+    run(["ip", "addr", "replace", f"{net.network_address + 1}/{net.prefixlen}", "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
+    save_state(scenario, state)
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    run(["iptables", "-t", "nat", "-A", *nat_rule(str(net), scenario)])
+
+    t0 = time.monotonic()
+    for host, _aliases in hosts:
+        machine = f"dp{short(scenario, host)}-{host}"[:64]
+        mdir = sdir / "machines" / host
+        mdir.parent.mkdir(parents=True, exist_ok=True)
+        state["machines"][host] = {"machine": machine, "dir": str(mdir), "address": addrs[host]}
+        save_state(scenario, state)
+        prepare_machine(root, mdir, host, addrs[host], net, hosts_file, pubkey)
+        logf = open(sdir / f"{host}.console.log", "w")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [
+                "systemd-nspawn", "-D", str(mdir), "-M", machine, "--hostname", host,
+                "--register=no", "--keep-unit", "--console=passive", "--resolv-conf=off",
+                "--timezone=off", f"--network-bridge={bridge}", "--boot",
+            ],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        state["machines"][host]["pid"] = proc.pid
+        save_state(scenario, state)
+
+    result = []
+    for host, aliases in hosts:
+        addr = addrs[host]
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            r = ssh_ok(key, addr, "systemctl is-system-running --wait")
+            if r.stdout.strip() in ("running", "degraded"):
+                break
+            pid = state["machines"][host]["pid"]
+            if not is_our_nspawn(pid, state["machines"][host]["machine"]):
+                die(f"{host} exited while booting: see {sdir / (host + '.console.log')}")
+            if time.monotonic() > deadline:
+                die(f"{host} not reachable over SSH after {BOOT_TIMEOUT} s: see {sdir / (host + '.console.log')}")
+            time.sleep(0.5)
+        if r.stdout.strip() == "degraded":
+            failed = ssh_ok(key, addr, "systemctl --failed --no-legend --plain").stdout
+            log(f"{host}: booted degraded, failed units:\n{failed}")
+        result.append({"name": host, "address": addr, "aliases": aliases, "user": "root", "port": 22,
+                       "identity_file": str(key)})  # fmt: skip
+    state["boot_seconds"] = round(time.monotonic() - t0, 1)
+    save_state(scenario, state)
+    log(f"{scenario}: {len(hosts)} host(s) up in {state['boot_seconds']} s on {net}")
+    return result
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        die("run as root (nspawn, bridges and NAT need it)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("root")
+    pu = sub.add_parser("up")
+    pu.add_argument("scenario")
+    pu.add_argument("hosts", nargs="+", metavar="HOST[=ALIAS,...]")
+    pd = sub.add_parser("down")
+    pd.add_argument("scenario")
+    ps = sub.add_parser("status")
+    ps.add_argument("scenario", nargs="?")
+    a = p.parse_args()
+    if a.cmd == "root":
+        print(ensure_root())
+    elif a.cmd == "up":
+        print(json.dumps(up(a.scenario, a.hosts), indent=2))
+    elif a.cmd == "down":
+        down(a.scenario)
+    else:
+        print(json.dumps(load_state(a.scenario) if a.scenario else all_states(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
