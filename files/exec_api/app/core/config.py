@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     jupyterhub_admin_is_admin: bool = True
     auth_cache_seconds: int = 30
     admin_group: str = "exec-api-admins"
+    probe_token: str | None = Field(
+        default=None, description="Optional static bearer token for /ready and /metrics")
     http_timeout_seconds: float = 5.0
 
     # --- execution --------------------------------------------------------------------

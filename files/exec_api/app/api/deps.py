@@ -1,0 +1,142 @@
+"""Shared request dependencies and helpers for the routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import nbformat
+from fastapi import Depends, HTTPException, Path as PathParam, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings, get_settings
+from app.core.db import get_db
+from app.core.security import Principal, acting_user, current_user
+from app.models import Notebook, NotebookExecution, NotebookParameter
+from app.schemas import MAX_ID, NotebookResponse, NotebookWithParameters, ParameterResponse
+from app.services import params as P
+from app.services import queue as q
+from app.services.paths import PathRefused, resolve_notebook, user_root
+
+DB = Annotated[Session, Depends(get_db)]
+User = Annotated[Principal, Depends(current_user)]
+Cfg = Annotated[Settings, Depends(get_settings)]
+IdPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+
+
+def can_see(principal: Principal, username: str) -> bool:
+    return principal.is_admin or principal.username == username
+
+
+def get_notebook(db: Session, principal: Principal, notebook_id: int) -> Notebook:
+    nb = db.get(Notebook, notebook_id)
+    if nb is None or not can_see(principal, nb.username):
+        raise not_found("notebook")  # others' notebooks are indistinguishable from missing
+    return nb
+
+
+def get_execution(db: Session, principal: Principal, execution_id: int) -> NotebookExecution:
+    ex = db.get(NotebookExecution, execution_id)
+    if ex is None or not can_see(principal, ex.username):
+        raise not_found("execution")
+    return ex
+
+
+def refuse_path(e: Exception) -> HTTPException:
+    if isinstance(e, FileNotFoundError):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(e))
+    return HTTPException(status.HTTP_400_BAD_REQUEST, f"path refused: {e}")
+
+
+def param_error(e: P.ParameterError) -> HTTPException:
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        {"parameter": e.param, "message": e.message, "error": str(e)},
+    )
+
+
+def relative_of(settings: Settings, nb: Notebook) -> str | None:
+    try:
+        return str(Path(nb.file_path).relative_to(user_root(settings, nb.username)))
+    except (ValueError, PathRefused):
+        return None
+
+
+def notebook_out(settings: Settings, nb: Notebook, with_params: bool = False
+                 ) -> NotebookResponse:
+    data: dict[str, Any] = {
+        "id": nb.id, "name": nb.name, "description": nb.description,
+        "file_path": nb.file_path, "relative_path": relative_of(settings, nb),
+        "username": nb.username, "tags": nb.tags, "metadata": nb.metadata_,
+        "created_at": nb.created_at, "updated_at": nb.updated_at,
+    }
+    if with_params:
+        data["parameters"] = [ParameterResponse.model_validate(p) for p in nb.parameters]
+        return NotebookWithParameters(**data)
+    return NotebookResponse(**data)
+
+
+def specs_of(params: list[NotebookParameter]) -> list[P.ParamSpec]:
+    return [
+        P.ParamSpec(name=p.param_name, type=p.param_type, required=bool(p.required),
+                    default=p.default_value, has_default=p.default_value is not None,
+                    rules=p.validation_rules)
+        for p in params
+    ]
+
+
+def submit_execution(db: Session, settings: Settings, principal: Principal, *,
+                     username: str | None, notebook_id: int | None, path: str | None,
+                     parameters: dict[str, Any] | None,
+                     timeout_seconds: int | None) -> NotebookExecution:
+    """The one execution path behind every submission endpoint.
+
+    Checks (in order, before anything is recorded): who acts, the notebook (registered id
+    or a path confined to the owner's area), the parameters (names, types, rules).
+    """
+    owner = acting_user(principal, username)
+    nb: Notebook | None = None
+    if notebook_id is not None:
+        nb = get_notebook(db, principal, notebook_id)
+        owner = nb.username
+        rel = relative_of(settings, nb)
+        if rel is None:
+            raise HTTPException(status.HTTP_409_CONFLICT,
+                                "notebook lies outside its owner's notebook area")
+    elif path:
+        rel = path
+    else:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            "give notebook_id or a notebook path")
+    try:
+        rel, real = resolve_notebook(settings, owner, rel)
+    except (PathRefused, FileNotFoundError) as e:
+        raise refuse_path(e) from e
+    if nb is None:
+        abs_path = str(user_root(settings, owner) / rel)
+        nb = db.execute(select(Notebook).where(Notebook.file_path == abs_path,
+                                               Notebook.username == owner)).scalar_one_or_none()
+    if nb is not None:
+        specs = specs_of(list(nb.parameters))
+    else:
+        try:
+            disc = P.discover(nbformat.read(str(real), as_version=4))
+        except (OSError, ValueError) as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                                f"cannot read notebook: {e}") from e
+        specs = [P.ParamSpec(name=d.name, type=d.type, default=d.default,
+                             has_default=d.has_default) for d in disc]
+    try:
+        values = P.resolve(specs, parameters)
+    except P.ParameterError as e:
+        raise param_error(e) from e
+    timeout = min(timeout_seconds or settings.default_timeout_seconds,
+                  settings.max_timeout_seconds)
+    return q.submit(db, username=owner, input_path=rel,
+                    notebook_id=nb.id if nb is not None else None, parameters=values,
+                    timeout_seconds=timeout, runner=settings.runner)

@@ -1,0 +1,128 @@
+"""The prototype's execution endpoints: thin aliases of the one execution path.
+
+They queue the run and return at once (202) with the execution id; ``wait=true`` waits for
+the outcome (up to EXEC_API_WAIT_MAX_SECONDS) without blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from app.api.deps import DB, Cfg, User, refuse_path, submit_execution
+from app.api.routes.executions import submitted
+from app.core.config import Settings
+from app.core.db import get_sessionmaker
+from app.core.security import Principal, acting_user
+from app.models import Notebook, NotebookExecution
+from app.schemas import (
+    ExecuteNotebookRequest,
+    ExecuteRequest,
+    ExecutionSubmitted,
+    NotebookListEntry,
+    RunNotebookRequest,
+    Username,
+)
+from app.services import queue as q
+from app.services.paths import PathRefused, user_root
+
+router = APIRouter(tags=["execution (legacy endpoints)"])
+
+
+def _submit(cfg: Settings, user: Principal, **kw: Any) -> ExecutionSubmitted:
+    with get_sessionmaker()() as db:
+        return submitted(submit_execution(db, cfg, user, **kw))
+
+
+async def _maybe_wait(res: ExecutionSubmitted, wait: bool, cfg: Settings,
+                      response: Response) -> ExecutionSubmitted:
+    if not wait:
+        response.status_code = status.HTTP_202_ACCEPTED
+        return res
+    deadline = time.monotonic() + cfg.wait_max_seconds
+
+    def _load() -> NotebookExecution | None:
+        with get_sessionmaker()() as db:
+            return db.get(NotebookExecution, res.execution_id)
+
+    delay = 0.02
+    while time.monotonic() < deadline:
+        ex = await run_in_threadpool(_load)
+        if ex is not None and ex.status in q.TERMINAL:
+            response.status_code = status.HTTP_200_OK
+            return submitted(ex)
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    response.status_code = status.HTTP_202_ACCEPTED
+    ex = await run_in_threadpool(_load)
+    return submitted(ex) if ex is not None else res
+
+
+_RESP: dict[int | str, dict[str, Any]] = {
+    202: {"model": ExecutionSubmitted, "description": "queued"},
+    200: {"model": ExecutionSubmitted, "description": "finished (wait=true)"},
+}
+
+
+@router.post("/execute", response_model=ExecutionSubmitted, responses=_RESP)
+async def execute(body: ExecuteRequest, cfg: Cfg, user: User,
+                  response: Response) -> ExecutionSubmitted:
+    """Prototype shape ``{user, path, params}``; ``path`` is relative to the user's area."""
+    res = await run_in_threadpool(_submit, cfg, user, username=body.user, notebook_id=None,
+                                  path=body.path, parameters=body.params,
+                                  timeout_seconds=body.timeout_seconds)
+    return await _maybe_wait(res, body.wait, cfg, response)
+
+
+@router.post("/run-notebook", response_model=ExecutionSubmitted, responses=_RESP)
+async def run_notebook(body: RunNotebookRequest, cfg: Cfg, user: User,
+                       response: Response) -> ExecutionSubmitted:
+    """``input_path`` relative to the user's area; ``output_path`` is ignored: outputs go to
+    the per-user output area, named by execution id (see ``output_path`` in the answer)."""
+    res = await run_in_threadpool(_submit, cfg, user, username=body.username, notebook_id=None,
+                                  path=body.input_path, parameters=body.parameters,
+                                  timeout_seconds=body.timeout_seconds)
+    return await _maybe_wait(res, body.wait, cfg, response)
+
+
+@router.post("/execute-notebook", response_model=ExecutionSubmitted, responses=_RESP)
+async def execute_notebook(body: ExecuteNotebookRequest, cfg: Cfg, user: User,
+                           response: Response) -> ExecutionSubmitted:
+    """Run a registered notebook (``notebook_id``) or one of your notebooks by path."""
+    res = await run_in_threadpool(_submit, cfg, user, username=body.username,
+                                  notebook_id=body.notebook_id, path=body.notebook_path,
+                                  parameters=body.parameters,
+                                  timeout_seconds=body.timeout_seconds)
+    return await _maybe_wait(res, body.wait, cfg, response)
+
+
+@router.get("/list-notebooks/{username}", response_model=list[NotebookListEntry])
+def list_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[NotebookListEntry]:
+    """The ``.ipynb`` files of a user's notebook area (symlinks are not followed)."""
+    owner = acting_user(user, username)
+    try:
+        root = user_root(cfg, owner)
+    except PathRefused as e:
+        raise refuse_path(e) from e
+    registered = {nb.file_path: nb.id for nb in db.execute(
+        select(Notebook).where(Notebook.username == owner)).scalars()}
+    out: list[NotebookListEntry] = []
+    if root.is_dir() and not root.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for f in sorted(filenames):
+                full = os.path.join(dirpath, f)
+                if not f.endswith(".ipynb") or f.startswith(".") or os.path.islink(full):
+                    continue
+                rel = os.path.relpath(full, root)
+                out.append(NotebookListEntry(path=rel, registered=full in registered,
+                                             notebook_id=registered.get(full)))
+                if len(out) >= 5000:
+                    return out
+    return out

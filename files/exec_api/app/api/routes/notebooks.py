@@ -1,0 +1,169 @@
+"""/db/notebooks: the notebook registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import nbformat
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.api.deps import (
+    DB,
+    Cfg,
+    IdPath,
+    User,
+    get_notebook,
+    notebook_out,
+    param_error,
+    refuse_path,
+)
+from app.core.security import acting_user
+from app.models import Notebook, NotebookParameter
+from app.schemas import (
+    NotebookCreate,
+    NotebookResponse,
+    NotebookUpdate,
+    NotebookWithParameters,
+    Username,
+)
+from app.services import params as P
+from app.services.paths import PathRefused, resolve_notebook, user_root
+
+router = APIRouter(prefix="/db/notebooks", tags=["notebooks"])
+
+
+def _conflict(e: IntegrityError) -> HTTPException:
+    msg = str(e.orig) if e.orig else str(e)
+    if "uq_notebook_name_user" in msg:
+        return HTTPException(status.HTTP_409_CONFLICT, "you already have a notebook of that name")
+    if "file_path" in msg:
+        return HTTPException(status.HTTP_409_CONFLICT, "that file is already registered")
+    if "uq_param_notebook_name" in msg:
+        return HTTPException(status.HTTP_409_CONFLICT, "duplicate parameter name")
+    return HTTPException(status.HTTP_409_CONFLICT, "conflict")
+
+
+@router.get("", response_model=list[NotebookResponse])
+def list_notebooks(db: DB, cfg: Cfg, user: User,
+                   username: Annotated[Username | None, Query()] = None,
+                   skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[NotebookResponse]:
+    """Your notebooks (admins: everyone's, or one user's with ``username``)."""
+    stmt = select(Notebook).order_by(Notebook.id).offset(skip).limit(limit)
+    if not user.is_admin or username:
+        stmt = stmt.where(Notebook.username == acting_user(user, username))
+    return [notebook_out(cfg, nb) for nb in db.execute(stmt).scalars()]
+
+
+@router.post("", response_model=NotebookWithParameters, status_code=status.HTTP_201_CREATED)
+def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> NotebookWithParameters:
+    """Register a notebook of your notebook area (``file_path`` is relative to it).
+
+    Its ``parameters`` cell is read (never run) and the parameters found are declared,
+    unless ``detect_parameters`` is false; explicit ``parameters`` win.
+    """
+    owner = acting_user(user, body.username)
+    try:
+        rel, real = resolve_notebook(cfg, owner, body.file_path)
+    except (PathRefused, FileNotFoundError) as e:
+        raise refuse_path(e) from e
+    declared: dict[str, NotebookParameter] = {}
+    if body.detect_parameters:
+        try:
+            found = P.discover(nbformat.read(str(real), as_version=4))
+        except (OSError, ValueError) as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                                f"not a readable notebook: {e}") from e
+        for d in found:
+            declared[d.name] = NotebookParameter(
+                param_name=d.name, param_type=d.type,
+                default_value=d.default if d.has_default else None,
+                description=d.description, required=0, validation_rules=None)
+    for item in body.parameters or []:
+        declared[item.param_name] = build_parameter(item)
+    nb = Notebook(name=body.name, description=body.description,
+                  file_path=str(user_root(cfg, owner) / rel), username=owner,
+                  tags=body.tags, metadata_=body.metadata)
+    nb.parameters = list(declared.values())
+    db.add(nb)
+    try:
+        db.commit()
+    except IntegrityError as e:
+        db.rollback()
+        raise _conflict(e) from e
+    db.refresh(nb)
+    out = notebook_out(cfg, nb, with_params=True)
+    assert isinstance(out, NotebookWithParameters)
+    return out
+
+
+def build_parameter(item: object) -> NotebookParameter:
+    from app.schemas import ParameterBase
+
+    assert isinstance(item, ParameterBase)
+    try:
+        P.check_name(item.param_name)
+        rules = item.validation_rules.model_dump(exclude_none=True) \
+            if item.validation_rules else None
+        P.check_rules(item.param_name, item.param_type, rules)
+        default = item.default_value
+        if default is not None:
+            default = P.coerce(item.param_name, item.param_type, default)
+            P.apply_rules(item.param_name, item.param_type, default, rules)
+    except P.ParameterError as e:
+        raise param_error(e) from e
+    return NotebookParameter(param_name=item.param_name, param_type=item.param_type,
+                             default_value=default, description=item.description,
+                             required=int(item.required), validation_rules=rules or None)
+
+
+@router.get("/user/{username}", response_model=list[NotebookResponse])
+def user_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[NotebookResponse]:
+    owner = acting_user(user, username)
+    rows = db.execute(select(Notebook).where(Notebook.username == owner)
+                      .order_by(Notebook.id)).scalars()
+    return [notebook_out(cfg, nb) for nb in rows]
+
+
+@router.get("/{notebook_id}", response_model=NotebookWithParameters)
+def read_notebook(notebook_id: IdPath, db: DB, cfg: Cfg, user: User) -> NotebookResponse:
+    return notebook_out(cfg, get_notebook(db, user, notebook_id), with_params=True)
+
+
+@router.put("/{notebook_id}", response_model=NotebookResponse)
+def update_notebook(notebook_id: IdPath, body: NotebookUpdate, db: DB, cfg: Cfg,
+                    user: User) -> NotebookResponse:
+    nb = get_notebook(db, user, notebook_id)
+    fields = body.model_fields_set
+    if "file_path" in fields and body.file_path is not None:
+        try:
+            rel, _real = resolve_notebook(cfg, nb.username, body.file_path)
+        except (PathRefused, FileNotFoundError) as e:
+            raise refuse_path(e) from e
+        nb.file_path = str(user_root(cfg, nb.username) / rel)
+    if "name" in fields and body.name is not None:
+        nb.name = body.name
+    if "description" in fields:
+        nb.description = body.description
+    if "tags" in fields:
+        nb.tags = body.tags
+    if "metadata" in fields:
+        nb.metadata_ = body.metadata
+    try:
+        db.commit()
+    except IntegrityError as e:
+        db.rollback()
+        raise _conflict(e) from e
+    db.refresh(nb)
+    return notebook_out(cfg, nb)
+
+
+@router.delete("/{notebook_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_notebook(notebook_id: IdPath, db: DB, user: User) -> Response:
+    """Delete a notebook: its parameters go with it; its executions stay (notebook_id NULL)."""
+    nb = get_notebook(db, user, notebook_id)
+    db.delete(nb)
+    db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

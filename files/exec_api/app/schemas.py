@@ -1,0 +1,217 @@
+"""Pydantic request/response models (names kept from the prototype where it had them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+
+MAX_ID = 2_147_483_647
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("NUL characters are not accepted")
+    return v
+
+
+def _json_safe(v: Any) -> Any:
+    from app.services.params import _is_json_data
+
+    if not _is_json_data(v):
+        raise ValueError("must be JSON data (finite numbers, string keys, nesting <= 20)")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+Username = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@\-]*$")]
+RelPath = Annotated[str, Field(min_length=1, max_length=400), AfterValidator(_no_nul)]
+JsonData = Annotated[Any, AfterValidator(_json_safe)]
+ParamType = Literal["int", "float", "str", "bool", "list", "dict", "date", "datetime"]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Timeout = Annotated[int, Field(ge=1, le=86_400)]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+
+
+class ValidationRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: float | int | str | None = None
+    max: float | int | str | None = None
+    min_length: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    max_length: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    regex: Annotated[str, Field(max_length=1000), AfterValidator(_no_nul)] | None = None
+    choices: list[JsonData] | None = None
+
+
+# ------------------------------------------------------------------------ parameters
+class ParameterBase(BaseModel):
+    param_name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
+    param_type: ParamType = "str"
+    default_value: JsonData = None
+    description: Text | None = None
+    required: bool = False
+    validation_rules: ValidationRules | None = None
+
+
+class ParameterCreate(ParameterBase):
+    notebook_id: Id
+
+
+class ParameterBulkItem(ParameterBase):
+    pass
+
+
+class ParameterUpdate(BaseModel):
+    param_name: Annotated[str, Field(min_length=1, max_length=100),
+                          AfterValidator(_no_nul)] | None = None
+    param_type: ParamType | None = None
+    default_value: JsonData = None
+    description: Text | None = None
+    required: bool | None = None
+    validation_rules: ValidationRules | None = None
+
+
+class ParameterResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    notebook_id: int
+    param_name: str
+    param_type: str
+    default_value: Any = None
+    description: str | None = None
+    required: bool
+    validation_rules: dict[str, Any] | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+# ------------------------------------------------------------------------ notebooks
+class NotebookCreate(BaseModel):
+    name: Name
+    description: Text | None = None
+    file_path: RelPath = Field(description="Path relative to your notebook area")
+    username: Username | None = Field(default=None, description="Defaults to the caller")
+    tags: list[Annotated[str, Field(max_length=100), AfterValidator(_no_nul)]] | None = None
+    metadata: dict[str, JsonData] | None = None
+    detect_parameters: bool = Field(
+        default=True, description="Declare the parameters found in the notebook's "
+        "'parameters' cell (explicit declarations win)")
+    parameters: list[ParameterBulkItem] | None = None
+
+
+class NotebookUpdate(BaseModel):
+    name: Name | None = None
+    description: Text | None = None
+    file_path: RelPath | None = None
+    tags: list[Annotated[str, Field(max_length=100), AfterValidator(_no_nul)]] | None = None
+    metadata: dict[str, JsonData] | None = None
+
+
+class NotebookResponse(BaseModel):
+    id: int
+    name: str
+    description: str | None = None
+    file_path: str
+    relative_path: str | None = None
+    username: str
+    tags: Any = None
+    metadata: Any = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class NotebookWithParameters(NotebookResponse):
+    parameters: list[ParameterResponse] = []
+
+
+class NotebookListEntry(BaseModel):
+    path: str
+    registered: bool
+    notebook_id: int | None = None
+
+
+# ------------------------------------------------------------------------ executions
+class ExecutionHistoryResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    notebook_id: int | None = None
+    username: str
+    input_path: str
+    output_path: str | None = None
+    parameters_used: Any = None
+    status: str
+    error_message: str | None = None
+    error_detail: Any = None
+    execution_time_seconds: int | None = None
+    duration_seconds: float | None = None
+    timeout_seconds: int | None = None
+    submitted_at: datetime
+    started_at: datetime
+    completed_at: datetime | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    runner: str | None = None
+
+
+class ExecutionPage(BaseModel):
+    items: list[ExecutionHistoryResponse]
+    total: int
+    skip: int
+    limit: int
+
+
+class SubmitExecution(BaseModel):
+    """New-style submission (``POST /db/executions``)."""
+
+    notebook_id: Id | None = None
+    notebook_path: RelPath | None = None
+    parameters: dict[str, JsonData] = {}
+    username: Username | None = None
+    timeout_seconds: Timeout | None = None
+
+
+class ExecuteRequest(BaseModel):
+    """``POST /execute`` (prototype: ``{user, path, params}``)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    user: Username | None = Field(default=None, validation_alias=AliasChoices("user", "username"))
+    path: RelPath = Field(validation_alias=AliasChoices("path", "notebook_path", "notebook"))
+    params: dict[str, JsonData] = Field(
+        default={}, validation_alias=AliasChoices("params", "parameters"))
+    wait: bool = False
+    timeout_seconds: Timeout | None = None
+
+
+class RunNotebookRequest(BaseModel):
+    """``POST /run-notebook``: ``output_path`` is ignored (outputs go to the output area)."""
+
+    input_path: RelPath
+    output_path: Annotated[str, Field(max_length=1000)] | None = None
+    parameters: dict[str, JsonData] = {}
+    username: Username | None = None
+    wait: bool = False
+    timeout_seconds: Timeout | None = None
+
+
+class ExecuteNotebookRequest(BaseModel):
+    """``POST /execute-notebook``: by registered id or by path."""
+
+    notebook_id: Id | None = None
+    notebook_path: RelPath | None = None
+    parameters: dict[str, JsonData] = {}
+    username: Username | None = None
+    wait: bool = False
+    timeout_seconds: Timeout | None = None
+
+
+class ExecutionSubmitted(BaseModel):
+    execution_id: int
+    status: str
+    output_path: str | None = None
+    execution: ExecutionHistoryResponse
+
+
+class Message(BaseModel):
+    message: str

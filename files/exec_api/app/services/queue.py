@@ -1,0 +1,216 @@
+"""The execution queue, kept in PostgreSQL (table ``notebook_executions``).
+
+* submit: INSERT a ``queued`` row and ``NOTIFY exec_api_queue`` in the same transaction.
+* claim:  ``UPDATE ... WHERE id = (SELECT id ... FOR UPDATE SKIP LOCKED LIMIT 1)``.
+* cancel: a queued row becomes ``cancelled`` at once; a running one gets
+  ``cancel_requested`` and ``NOTIFY exec_api_cancel`` (the worker kills the kernel).
+* orphans: each worker holds a session advisory lock on its ``worker_id`` while it lives.
+  A ``running`` row whose worker's lock can be taken has lost its worker (crash, kill -9):
+  it is marked failed or requeued (``EXEC_API_ORPHAN_POLICY``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from app.models import NotebookExecution
+
+QUEUE_CHANNEL = "exec_api_queue"
+CANCEL_CHANNEL = "exec_api_cancel"
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+# Advisory-lock key space: (class id, worker id) two-int form avoids clashing with others.
+LOCK_CLASS = 0x45584543  # "EXEC"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def submit(db: Session, *, username: str, input_path: str, notebook_id: int | None,
+           parameters: dict[str, Any], timeout_seconds: int, runner: str) -> NotebookExecution:
+    now = utcnow()
+    ex = NotebookExecution(
+        notebook_id=notebook_id, username=username, input_path=input_path,
+        parameters_used=parameters, status="queued", submitted_at=now, started_at=now,
+        timeout_seconds=timeout_seconds, runner=runner, attempts=0, cancel_requested=False,
+    )
+    db.add(ex)
+    db.flush()
+    db.execute(text("SELECT pg_notify(:c, :p)"), {"c": QUEUE_CHANNEL, "p": str(ex.id)})
+    db.commit()
+    return ex
+
+
+def request_cancel(db: Session, ex: NotebookExecution) -> NotebookExecution:
+    """Cancel: immediate for a queued run, via the worker for a running one."""
+    row = db.execute(
+        select(NotebookExecution).where(NotebookExecution.id == ex.id).with_for_update()
+    ).scalar_one()
+    if row.status == "queued":
+        now = utcnow()
+        row.status = "cancelled"
+        row.cancel_requested = True
+        row.completed_at = now
+        row.error_message = "cancelled before it started"
+    elif row.status == "running":
+        row.cancel_requested = True
+        db.execute(text("SELECT pg_notify(:c, :p)"), {"c": CANCEL_CHANNEL, "p": str(row.id)})
+    db.commit()
+    db.refresh(row)
+    return row
+
+
+@dataclass
+class Claimed:
+    id: int
+    username: str
+    input_path: str
+    notebook_id: int | None
+    parameters: dict[str, Any]
+    timeout_seconds: int
+    attempts: int
+
+
+_CLAIM = text(
+    """
+    UPDATE notebook_executions AS e
+       SET status = 'running', started_at = timezone('utc', now()), worker_id = :w,
+           attempts = e.attempts + 1
+     WHERE e.id = (SELECT id FROM notebook_executions
+                    WHERE status = 'queued' AND NOT cancel_requested
+                    ORDER BY id
+                    FOR UPDATE SKIP LOCKED
+                    LIMIT 1)
+    RETURNING e.id, e.username, e.input_path, e.notebook_id, e.parameters_used,
+              e.timeout_seconds, e.attempts
+    """
+)
+
+
+def claim(db: Session, worker_id: int, default_timeout: int) -> Claimed | None:
+    row = db.execute(_CLAIM, {"w": worker_id}).first()
+    db.commit()
+    if row is None:
+        return None
+    return Claimed(id=row[0], username=row[1], input_path=row[2], notebook_id=row[3],
+                   parameters=dict(row[4] or {}), timeout_seconds=int(row[5] or default_timeout),
+                   attempts=int(row[6]))
+
+
+def finish(db: Session, execution_id: int, worker_id: int, *, status: str,
+           duration: float | None, output_path: str | None = None,
+           error_message: str | None = None, error_detail: Any = None) -> bool:
+    """Record the outcome, only if this worker still owns the running row."""
+    res = db.execute(
+        text(
+            """
+            UPDATE notebook_executions
+               SET status = :s, completed_at = timezone('utc', now()),
+                   duration_seconds = :d,
+                   execution_time_seconds = CASE WHEN CAST(:d AS float) IS NULL THEN NULL
+                                                 ELSE CAST(round(CAST(:d AS numeric)) AS int) END,
+                   output_path = COALESCE(:o, output_path),
+                   error_message = :em, error_detail = CAST(:ed AS json)
+             WHERE id = :id AND status = 'running' AND worker_id = :w
+            """
+        ),
+        {"s": status, "d": duration, "o": output_path, "em": error_message,
+         "ed": None if error_detail is None else _json(error_detail), "id": execution_id,
+         "w": worker_id},
+    )
+    db.commit()
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def _json(v: Any) -> str:
+    import json
+
+    return json.dumps(v, default=str)
+
+
+def cancel_requested(db: Session, execution_id: int) -> bool:
+    v = db.execute(
+        select(NotebookExecution.cancel_requested).where(NotebookExecution.id == execution_id)
+    ).scalar()
+    db.commit()
+    return bool(v)
+
+
+def running_with_cancel(db: Session, worker_id: int) -> list[int]:
+    ids = db.execute(
+        select(NotebookExecution.id).where(
+            NotebookExecution.status == "running", NotebookExecution.worker_id == worker_id,
+            NotebookExecution.cancel_requested.is_(True))
+    ).scalars().all()
+    db.commit()
+    return list(ids)
+
+
+def recover_orphans(db: Session, policy: str, max_attempts: int,
+                    exclude_worker: int | None = None) -> list[int]:
+    """Fail or requeue ``running`` rows whose worker is gone (its advisory lock is free)."""
+    workers = db.execute(
+        text("SELECT DISTINCT worker_id FROM notebook_executions WHERE status = 'running'")
+    ).scalars().all()
+    db.commit()
+    recovered: list[int] = []
+    for w in workers:
+        if w is None or w == exclude_worker:
+            continue
+        got = db.execute(text("SELECT pg_try_advisory_lock(:c, :k)"),
+                         {"c": LOCK_CLASS, "k": _lock_key(w)}).scalar()
+        if not got:
+            db.commit()
+            continue
+        try:
+            rows = db.execute(
+                select(NotebookExecution).where(
+                    NotebookExecution.status == "running", NotebookExecution.worker_id == w
+                ).with_for_update()
+            ).scalars().all()
+            for ex in rows:
+                recovered.append(ex.id)
+                if ex.cancel_requested:
+                    ex.status = "cancelled"
+                    ex.completed_at = utcnow()
+                    ex.error_message = "cancelled (its worker stopped)"
+                elif policy == "requeue" and ex.attempts < max_attempts:
+                    ex.status = "queued"
+                    ex.worker_id = None
+                    ex.error_message = f"requeued after its worker stopped (attempt {ex.attempts})"
+                else:
+                    ex.status = "failed"
+                    ex.completed_at = utcnow()
+                    ex.error_message = "worker stopped while the notebook was running " \
+                                       "(orphaned execution)"
+            if any(r.status == "queued" for r in rows):
+                db.execute(text("SELECT pg_notify(:c, '')"), {"c": QUEUE_CHANNEL})
+            db.commit()
+        finally:
+            db.execute(text("SELECT pg_advisory_unlock(:c, :k)"),
+                       {"c": LOCK_CLASS, "k": _lock_key(w)})
+            db.commit()
+    return recovered
+
+
+def _lock_key(worker_id: int) -> int:
+    # The two-int advisory lock form takes int4 keys.
+    return int(worker_id % 2_000_000_000)
+
+
+def queue_stats(db: Session) -> dict[str, int]:
+    rows = db.execute(
+        select(NotebookExecution.status, func.count()).where(
+            NotebookExecution.status.in_(("queued", "running"))
+        ).group_by(NotebookExecution.status)
+    ).all()
+    db.commit()
+    out = {"queued": 0, "running": 0}
+    for s, n in rows:
+        out[str(s)] = int(n)
+    return out

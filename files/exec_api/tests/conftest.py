@@ -1,0 +1,242 @@
+"""Test fixtures: a real PostgreSQL server, a local IdP (JWKS) and JupyterHub API stand-in,
+real notebooks in per-user areas, and the app with its embedded worker (real kernels)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import nbformat
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+sys.path.insert(0, os.path.dirname(__file__))
+from pg import start_pg  # noqa: E402
+
+AUDIENCE = "exec-api"
+PKG = Path(__file__).resolve().parent.parent
+
+
+class IdP:
+    """The identity provider side: an RSA key, its JWKS and discovery document over HTTP,
+    plus a JupyterHub ``/hub/api/user`` endpoint that knows a few API tokens."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "test-key-1"
+        self.hub_tokens: dict[str, dict[str, Any]] = {}
+        self.requests = 0
+        idp = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                idp.requests += 1
+                if self.path == "/realms/test/.well-known/openid-configuration":
+                    self._send(200, {"issuer": idp.issuer, "jwks_uri": idp.base + "/jwks"})
+                elif self.path == "/jwks":
+                    self._send(200, idp.jwks())
+                elif self.path == "/hub/api/user":
+                    auth = self.headers.get("Authorization", "")
+                    tok = auth[6:] if auth.startswith("token ") else ""
+                    if tok in idp.hub_tokens:
+                        self._send(200, idp.hub_tokens[tok])
+                    else:
+                        self._send(403, {"status": 403, "message": "not allowed"})
+                else:
+                    self._send(404, {})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.issuer = self.base + "/realms/test"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def jwks(self) -> dict[str, Any]:
+        from jwt.algorithms import RSAAlgorithm
+
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [jwk]}
+
+    def token(self, username: str, groups: list[str] | None = None, *, exp_in: int = 300,
+              aud: str = AUDIENCE, iss: str | None = None, key: Any = None,
+              kid: str | None = None, extra: dict[str, Any] | None = None) -> str:
+        now = int(time.time())
+        claims = {"sub": str(uuid.uuid4()), "preferred_username": username,
+                  "groups": groups or [], "aud": aud, "iss": iss or self.issuer,
+                  "iat": now, "exp": now + exp_in}
+        claims.update(extra or {})
+        return jwt.encode(claims, key or self.key, algorithm="RS256",
+                          headers={"kid": kid or self.kid})
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Any]:
+    server = start_pg()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[IdP]:
+    i = IdP()
+    yield i
+    i.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="exec-api-test-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def db_url(pg: Any) -> str:
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
+                         autocommit=True) as c:
+        c.execute("CREATE DATABASE exec_api")
+    url = pg.url("exec_api")
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(PKG / "alembic.ini"))
+    cfg.attributes["url"] = url
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+    return url
+
+
+@pytest.fixture(scope="session")
+def env(db_url: str, idp: IdP, workdir: Path) -> Iterator[dict[str, str]]:
+    values = {
+        "EXEC_API_DATABASE_URL": db_url,
+        "EXEC_API_NOTEBOOK_ROOT_TEMPLATE": str(workdir / "home" / "{username}" / "notebooks"),
+        "EXEC_API_OUTPUT_ROOT": str(workdir / "outputs"),
+        "EXEC_API_OIDC_ISSUER": idp.issuer,
+        "EXEC_API_OIDC_AUDIENCE": AUDIENCE,
+        "EXEC_API_JUPYTERHUB_API_URL": idp.base + "/hub/api",
+        "EXEC_API_ADMIN_GROUP": "exec-api-admins",
+        "EXEC_API_WORKER_CONCURRENCY": "2",
+        "EXEC_API_ORPHAN_CHECK_INTERVAL_SECONDS": "1",
+        "EXEC_API_POLL_INTERVAL_SECONDS": "0.5",
+        "EXEC_API_PROBE_TOKEN": "probe-secret-for-tests",
+    }
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    _clear_caches()
+    yield values
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    from app.core.config import get_settings
+    from app.core.db import get_engine, get_sessionmaker
+
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def app_client(env: dict[str, str]) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    app = create_app()
+    with TestClient(app) as c:
+        yield c
+
+
+class UserCtx:
+    def __init__(self, name: str, idp: IdP, env: dict[str, str], admin: bool = False) -> None:
+        self.name = name
+        self.idp = idp
+        self.groups = ["exec-api-admins"] if admin else ["users"]
+        self.root = Path(env["EXEC_API_NOTEBOOK_ROOT_TEMPLATE"].format(username=name))
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.idp.token(self.name, self.groups)}"}
+
+    def notebook(self, rel: str, *cells: str, params: str | None = None) -> Path:
+        nb = nbformat.v4.new_notebook()
+        if params is not None:
+            c = nbformat.v4.new_code_cell(params)
+            c.metadata["tags"] = ["parameters"]
+            nb.cells.append(c)
+        nb.cells += [nbformat.v4.new_code_cell(s) for s in cells]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(p))
+        return p
+
+
+@pytest.fixture
+def make_user(idp: IdP, env: dict[str, str]) -> Callable[..., UserCtx]:
+    def _make(admin: bool = False, prefix: str = "u") -> UserCtx:
+        return UserCtx(f"{prefix}{uuid.uuid4().hex[:10]}", idp, env, admin)
+
+    return _make
+
+
+@pytest.fixture
+def user(make_user: Callable[..., UserCtx]) -> UserCtx:
+    return make_user()
+
+
+def wait_status(client: Any, eid: int, headers: dict[str, str], timeout: float = 60,
+                until: tuple[str, ...] = ("succeeded", "failed", "cancelled", "timed_out"),
+                ) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = client.get(f"/db/executions/{eid}", headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] in until:
+            return r.json()
+        time.sleep(0.05)
+    raise AssertionError(f"execution {eid} did not reach {until}: {r.json()}")
+
+
+def count_executions(db_url: str, username: str) -> int:
+    import psycopg
+
+    from app.worker import _psycopg_dsn
+
+    with psycopg.connect(_psycopg_dsn(db_url)) as c:
+        row = c.execute("SELECT count(*) FROM notebook_executions WHERE username = %s",
+                        (username,)).fetchone()
+        assert row is not None
+        return int(row[0])
