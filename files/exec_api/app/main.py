@@ -45,21 +45,25 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         title="exec API",
         version=__version__,
         description="Notebook registry, typed parameters, safe and fast notebook execution, "
-                    "execution history.  Every endpoint but /health needs a bearer token.",
+        "execution history.  Every endpoint but /health needs a bearer token.",
         lifespan=lifespan,
     )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"])
-    for r in (meta.router, legacy.router, notebooks.router, parameters.router,
-              executions.router):
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    for r in (meta.router, legacy.router, notebooks.router, parameters.router, executions.router):
         app.include_router(r)
     return app
 
 
 def _lazy_app() -> FastAPI:
-    logging.basicConfig(level=get_settings().log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     return create_app()
 
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-
 # Timestamps are naive UTC (the prototype's TIMESTAMP columns), whatever the server's zone.
 UTC_NOW = text("timezone('utc', now())")
 
@@ -41,9 +40,7 @@ class Notebook(Base):
     description: Mapped[str | None] = mapped_column(Text)
     file_path: Mapped[str] = mapped_column(String(512), nullable=False, unique=True)
     username: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime, nullable=False, server_default=UTC_NOW
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
     )
@@ -61,9 +58,7 @@ class Notebook(Base):
 
 class NotebookParameter(Base):
     __tablename__ = "notebook_parameters"
-    __table_args__ = (
-        UniqueConstraint("notebook_id", "param_name", name="uq_param_notebook_name"),
-    )
+    __table_args__ = (UniqueConstraint("notebook_id", "param_name", name="uq_param_notebook_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     notebook_id: Mapped[int] = mapped_column(
@@ -75,9 +70,7 @@ class NotebookParameter(Base):
     description: Mapped[str | None] = mapped_column(Text)
     required: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     validation_rules: Mapped[Any | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime, nullable=False, server_default=UTC_NOW
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
     )
@@ -112,15 +105,11 @@ class NotebookExecution(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     execution_time_seconds: Mapped[int | None] = mapped_column(Integer)
     # Prototype column, NOT NULL: set on submission, then reset to the run's real start.
-    started_at: Mapped[datetime] = mapped_column(
-        DateTime, nullable=False, server_default=UTC_NOW
-    )
+    started_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     # --- added for the queue --------------------------------------------------------
-    submitted_at: Mapped[datetime] = mapped_column(
-        DateTime, nullable=False, server_default=UTC_NOW
-    )
+    submitted_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     error_detail: Mapped[Any | None] = mapped_column(JSON)

@@ -26,7 +26,9 @@ def _json_safe(v: Any) -> Any:
 
 Text = Annotated[str, AfterValidator(_no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
-Username = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@\-]*$")]
+Username = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@\-]*$")
+]
 RelPath = Annotated[str, Field(min_length=1, max_length=400), AfterValidator(_no_nul)]
 JsonData = Annotated[Any, AfterValidator(_json_safe)]
 ParamType = Literal["int", "float", "str", "bool", "list", "dict", "date", "datetime"]
@@ -64,8 +66,9 @@ class ParameterBulkItem(ParameterBase):
 
 
 class ParameterUpdate(BaseModel):
-    param_name: Annotated[str, Field(min_length=1, max_length=100),
-                          AfterValidator(_no_nul)] | None = None
+    param_name: (
+        Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)] | None
+    ) = None
     param_type: ParamType | None = None
     default_value: JsonData = None
     description: Text | None = None
@@ -96,8 +99,10 @@ class NotebookCreate(BaseModel):
     tags: list[Annotated[str, Field(max_length=100), AfterValidator(_no_nul)]] | None = None
     metadata: dict[str, JsonData] | None = None
     detect_parameters: bool = Field(
-        default=True, description="Declare the parameters found in the notebook's "
-        "'parameters' cell (explicit declarations win)")
+        default=True,
+        description="Declare the parameters found in the notebook's "
+        "'parameters' cell (explicit declarations win)",
+    )
     parameters: list[ParameterBulkItem] | None = None
 
 
@@ -179,7 +184,8 @@ class ExecuteRequest(BaseModel):
     user: Username | None = Field(default=None, validation_alias=AliasChoices("user", "username"))
     path: RelPath = Field(validation_alias=AliasChoices("path", "notebook_path", "notebook"))
     params: dict[str, JsonData] = Field(
-        default={}, validation_alias=AliasChoices("params", "parameters"))
+        default={}, validation_alias=AliasChoices("params", "parameters")
+    )
     wait: bool = False
     timeout_seconds: Timeout | None = None
 

@@ -40,8 +40,12 @@ def _psycopg_dsn(url: str) -> str:
 
 
 class Worker:
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
-                 runner: Runner | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        runner: Runner | None = None,
+    ) -> None:
         self.s = settings
         self.sf = session_factory
         self.runner = runner or make_runner(settings)
@@ -58,16 +62,19 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._lock_conn = psycopg.connect(self._dsn, autocommit=True)
-        self._lock_conn.execute("SELECT pg_advisory_lock(%s, %s)",
-                                (q.LOCK_CLASS, self.worker_id))
+        self._lock_conn.execute("SELECT pg_advisory_lock(%s, %s)", (q.LOCK_CLASS, self.worker_id))
         self.recover()
         self.runner.start()
         self._spawn(self._listen, "exec-listener")
         self._spawn(self._janitor, "exec-janitor")
         for i in range(max(1, self.s.worker_concurrency)):
             self._spawn(self._slot, f"exec-slot-{i}")
-        log.info("worker %s started: runner=%s concurrency=%s", self.worker_id,
-                 self.runner.name, self.s.worker_concurrency)
+        log.info(
+            "worker %s started: runner=%s concurrency=%s",
+            self.worker_id,
+            self.runner.name,
+            self.s.worker_concurrency,
+        )
 
     def _spawn(self, fn: Any, name: str) -> None:
         t = threading.Thread(target=fn, name=name, daemon=True)
@@ -98,12 +105,12 @@ class Worker:
 
     def recover(self) -> list[int]:
         with self.sf() as db:
-            ids = q.recover_orphans(db, self.s.orphan_policy, self.s.max_attempts,
-                                    exclude_worker=self.worker_id)
+            ids = q.recover_orphans(
+                db, self.s.orphan_policy, self.s.max_attempts, exclude_worker=self.worker_id
+            )
         if ids:
             metrics.RECOVERED.labels(self.s.orphan_policy).inc(len(ids))
-            log.warning("recovered orphaned executions %s (policy %s)", ids,
-                        self.s.orphan_policy)
+            log.warning("recovered orphaned executions %s (policy %s)", ids, self.s.orphan_policy)
         return ids
 
     # ------------------------------------------------------------------ threads
@@ -176,9 +183,11 @@ class Worker:
     def _types(self, job: q.Claimed, notebook_path: str) -> dict[str, str]:
         if job.notebook_id is not None:
             with self.sf() as db:
-                rows = db.execute(select(NotebookParameter.param_name,
-                                         NotebookParameter.param_type).where(
-                    NotebookParameter.notebook_id == job.notebook_id)).all()
+                rows = db.execute(
+                    select(NotebookParameter.param_name, NotebookParameter.param_type).where(
+                        NotebookParameter.notebook_id == job.notebook_id
+                    )
+                ).all()
             return {str(n): str(t) for n, t in rows}
         try:
             nb = nbformat.read(notebook_path, as_version=4)
@@ -204,11 +213,15 @@ class Worker:
                 if control.stop.is_set():
                     outcome = Outcome("cancelled", error_message="execution cancelled")
                 else:
-                    rjob = Job(execution_id=job.id, username=job.username,
-                               notebook_path=str(real), cwd=str(real.parent),
-                               parameters=job.parameters,
-                               types=self._types(job, str(real)),
-                               timeout_seconds=job.timeout_seconds)
+                    rjob = Job(
+                        execution_id=job.id,
+                        username=job.username,
+                        notebook_path=str(real),
+                        cwd=str(real.parent),
+                        parameters=job.parameters,
+                        types=self._types(job, str(real)),
+                        timeout_seconds=job.timeout_seconds,
+                    )
                     outcome = self.runner.run(rjob, control)
         except Exception as e:  # noqa: BLE001 - a run must always end in a recorded state
             log.exception("execution %s crashed", job.id)
@@ -231,9 +244,16 @@ class Worker:
                 log.error("cannot write output of %s: %s", job.id, e)
         try:
             with self.sf() as db:
-                q.finish(db, job.id, self.worker_id, status=outcome.status, duration=duration,
-                         output_path=out_path, error_message=outcome.error_message,
-                         error_detail=outcome.error_detail)
+                q.finish(
+                    db,
+                    job.id,
+                    self.worker_id,
+                    status=outcome.status,
+                    duration=duration,
+                    output_path=out_path,
+                    error_message=outcome.error_message,
+                    error_detail=outcome.error_detail,
+                )
         except Exception:  # noqa: BLE001
             log.exception("cannot record outcome of %s", job.id)
         metrics.EXECUTIONS.labels(outcome.status).inc()
@@ -242,12 +262,17 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="exec API execution worker")
-    ap.add_argument("--metrics-port", type=int, default=None,
-                    help="serve Prometheus metrics of this worker on 127.0.0.1:PORT")
+    ap.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics of this worker on 127.0.0.1:PORT",
+    )
     args = ap.parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     from app.core.db import get_sessionmaker
 
     if args.metrics_port:

@@ -79,16 +79,32 @@ class IdP:
         jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
         return {"keys": [jwk]}
 
-    def token(self, username: str, groups: list[str] | None = None, *, exp_in: int = 300,
-              aud: str = AUDIENCE, iss: str | None = None, key: Any = None,
-              kid: str | None = None, extra: dict[str, Any] | None = None) -> str:
+    def token(
+        self,
+        username: str,
+        groups: list[str] | None = None,
+        *,
+        exp_in: int = 300,
+        aud: str = AUDIENCE,
+        iss: str | None = None,
+        key: Any = None,
+        kid: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
         now = int(time.time())
-        claims = {"sub": str(uuid.uuid4()), "preferred_username": username,
-                  "groups": groups or [], "aud": aud, "iss": iss or self.issuer,
-                  "iat": now, "exp": now + exp_in}
+        claims = {
+            "sub": str(uuid.uuid4()),
+            "preferred_username": username,
+            "groups": groups or [],
+            "aud": aud,
+            "iss": iss or self.issuer,
+            "iat": now,
+            "exp": now + exp_in,
+        }
         claims.update(extra or {})
-        return jwt.encode(claims, key or self.key, algorithm="RS256",
-                          headers={"kid": kid or self.kid})
+        return jwt.encode(
+            claims, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid}
+        )
 
 
 @pytest.fixture(scope="session")
@@ -116,8 +132,9 @@ def workdir() -> Iterator[Path]:
 def db_url(pg: Any) -> str:
     import psycopg
 
-    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres",
-                         autocommit=True) as c:
+    with psycopg.connect(
+        f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres", autocommit=True
+    ) as c:
         c.execute("CREATE DATABASE exec_api")
     url = pg.url("exec_api")
     from alembic import command
@@ -166,7 +183,7 @@ def _clear_caches() -> None:
     get_sessionmaker.cache_clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_client(env: dict[str, str]) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
@@ -196,8 +213,11 @@ class UserCtx:
             c.metadata["tags"] = ["parameters"]
             nb.cells.append(c)
         nb.cells += [nbformat.v4.new_code_cell(s) for s in cells]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                     "language": "python"}
+        nb.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
         p = self.root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(p))
@@ -217,9 +237,13 @@ def user(make_user: Callable[..., UserCtx]) -> UserCtx:
     return make_user()
 
 
-def wait_status(client: Any, eid: int, headers: dict[str, str], timeout: float = 60,
-                until: tuple[str, ...] = ("succeeded", "failed", "cancelled", "timed_out"),
-                ) -> dict[str, Any]:
+def wait_status(
+    client: Any,
+    eid: int,
+    headers: dict[str, str],
+    timeout: float = 60,
+    until: tuple[str, ...] = ("succeeded", "failed", "cancelled", "timed_out"),
+) -> dict[str, Any]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         r = client.get(f"/db/executions/{eid}", headers=headers)
@@ -236,7 +260,8 @@ def count_executions(db_url: str, username: str) -> int:
     from app.worker import _psycopg_dsn
 
     with psycopg.connect(_psycopg_dsn(db_url)) as c:
-        row = c.execute("SELECT count(*) FROM notebook_executions WHERE username = %s",
-                        (username,)).fetchone()
+        row = c.execute(
+            "SELECT count(*) FROM notebook_executions WHERE username = %s", (username,)
+        ).fetchone()
         assert row is not None
         return int(row[0])

@@ -42,8 +42,9 @@ class PgServer:
 
     def stop(self) -> None:
         subprocess.run(
-            [*self.prefix, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-m", "immediate",
-             "stop"], check=False, capture_output=True,
+            [*self.prefix, f"{self.bindir}/pg_ctl", "-D", self.datadir, "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -61,15 +62,44 @@ def start_pg() -> PgServer:
         prefix = ["runuser", "-u", user, "--"]
     datadir = os.path.join(base, "data")
     subprocess.run(
-        [*prefix, f"{bindir}/initdb", "-D", datadir, "-U", "postgres", "-A", "trust",
-         "-E", "UTF8", "--no-sync"], check=True, capture_output=True,
+        [
+            *prefix,
+            f"{bindir}/initdb",
+            "-D",
+            datadir,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
     )
     port = free_port()
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    )
     subprocess.run(
-        [*prefix, f"{bindir}/pg_ctl", "-D", datadir, "-o", opts, "-l",
-         os.path.join(base, "log"), "-w", "-t", "60", "start"], check=True, capture_output=True,
+        [
+            *prefix,
+            f"{bindir}/pg_ctl",
+            "-D",
+            datadir,
+            "-o",
+            opts,
+            "-l",
+            os.path.join(base, "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import nbformat
-from fastapi import Depends, HTTPException, Path as PathParam, status
+from fastapi import Depends, HTTPException, status
+from fastapi import Path as PathParam
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -67,13 +68,18 @@ def relative_of(settings: Settings, nb: Notebook) -> str | None:
         return None
 
 
-def notebook_out(settings: Settings, nb: Notebook, with_params: bool = False
-                 ) -> NotebookResponse:
+def notebook_out(settings: Settings, nb: Notebook, with_params: bool = False) -> NotebookResponse:
     data: dict[str, Any] = {
-        "id": nb.id, "name": nb.name, "description": nb.description,
-        "file_path": nb.file_path, "relative_path": relative_of(settings, nb),
-        "username": nb.username, "tags": nb.tags, "metadata": nb.metadata_,
-        "created_at": nb.created_at, "updated_at": nb.updated_at,
+        "id": nb.id,
+        "name": nb.name,
+        "description": nb.description,
+        "file_path": nb.file_path,
+        "relative_path": relative_of(settings, nb),
+        "username": nb.username,
+        "tags": nb.tags,
+        "metadata": nb.metadata_,
+        "created_at": nb.created_at,
+        "updated_at": nb.updated_at,
     }
     if with_params:
         data["parameters"] = [ParameterResponse.model_validate(p) for p in nb.parameters]
@@ -83,17 +89,29 @@ def notebook_out(settings: Settings, nb: Notebook, with_params: bool = False
 
 def specs_of(params: list[NotebookParameter]) -> list[P.ParamSpec]:
     return [
-        P.ParamSpec(name=p.param_name, type=p.param_type, required=bool(p.required),
-                    default=p.default_value, has_default=p.default_value is not None,
-                    rules=p.validation_rules)
+        P.ParamSpec(
+            name=p.param_name,
+            type=p.param_type,
+            required=bool(p.required),
+            default=p.default_value,
+            has_default=p.default_value is not None,
+            rules=p.validation_rules,
+        )
         for p in params
     ]
 
 
-def submit_execution(db: Session, settings: Settings, principal: Principal, *,
-                     username: str | None, notebook_id: int | None, path: str | None,
-                     parameters: dict[str, Any] | None,
-                     timeout_seconds: int | None) -> NotebookExecution:
+def submit_execution(
+    db: Session,
+    settings: Settings,
+    principal: Principal,
+    *,
+    username: str | None,
+    notebook_id: int | None,
+    path: str | None,
+    parameters: dict[str, Any] | None,
+    timeout_seconds: int | None,
+) -> NotebookExecution:
     """The one execution path behind every submission endpoint.
 
     Checks (in order, before anything is recorded): who acts, the notebook (registered id
@@ -106,37 +124,48 @@ def submit_execution(db: Session, settings: Settings, principal: Principal, *,
         owner = nb.username
         rel = relative_of(settings, nb)
         if rel is None:
-            raise HTTPException(status.HTTP_409_CONFLICT,
-                                "notebook lies outside its owner's notebook area")
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "notebook lies outside its owner's notebook area"
+            )
     elif path:
         rel = path
     else:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
-                            "give notebook_id or a notebook path")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "give notebook_id or a notebook path"
+        )
     try:
         rel, real = resolve_notebook(settings, owner, rel)
     except (PathRefused, FileNotFoundError) as e:
         raise refuse_path(e) from e
     if nb is None:
         abs_path = str(user_root(settings, owner) / rel)
-        nb = db.execute(select(Notebook).where(Notebook.file_path == abs_path,
-                                               Notebook.username == owner)).scalar_one_or_none()
+        nb = db.execute(
+            select(Notebook).where(Notebook.file_path == abs_path, Notebook.username == owner)
+        ).scalar_one_or_none()
     if nb is not None:
         specs = specs_of(list(nb.parameters))
     else:
         try:
             disc = P.discover(nbformat.read(str(real), as_version=4))
         except (OSError, ValueError) as e:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
-                                f"cannot read notebook: {e}") from e
-        specs = [P.ParamSpec(name=d.name, type=d.type, default=d.default,
-                             has_default=d.has_default) for d in disc]
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"cannot read notebook: {e}"
+            ) from e
+        specs = [
+            P.ParamSpec(name=d.name, type=d.type, default=d.default, has_default=d.has_default)
+            for d in disc
+        ]
     try:
         values = P.resolve(specs, parameters)
     except P.ParameterError as e:
         raise param_error(e) from e
-    timeout = min(timeout_seconds or settings.default_timeout_seconds,
-                  settings.max_timeout_seconds)
-    return q.submit(db, username=owner, input_path=rel,
-                    notebook_id=nb.id if nb is not None else None, parameters=values,
-                    timeout_seconds=timeout, runner=settings.runner)
+    timeout = min(timeout_seconds or settings.default_timeout_seconds, settings.max_timeout_seconds)
+    return q.submit(
+        db,
+        username=owner,
+        input_path=rel,
+        notebook_id=nb.id if nb is not None else None,
+        parameters=values,
+        timeout_seconds=timeout,
+        runner=settings.runner,
+    )

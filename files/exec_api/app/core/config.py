@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = Field(
-        default=None, description="Defaults to jwks_uri of <issuer>/.well-known/openid-configuration"
+        default=None,
+        description="Defaults to jwks_uri of <issuer>/.well-known/openid-configuration",
     )
     oidc_algorithms: list[str] = ["RS256"]
     oidc_username_claim: str = "preferred_username"
@@ -52,7 +53,8 @@ class Settings(BaseSettings):
     auth_cache_seconds: int = 30
     admin_group: str = "exec-api-admins"
     probe_token: str | None = Field(
-        default=None, description="Optional static bearer token for /ready and /metrics")
+        default=None, description="Optional static bearer token for /ready and /metrics"
+    )
     http_timeout_seconds: float = 5.0
 
     # --- execution --------------------------------------------------------------------

@@ -113,8 +113,11 @@ class Authenticator:
         if alg not in self.s.oidc_algorithms:
             raise AuthError("token algorithm not allowed")
         key = self._key_for(str(header.get("kid") or ""))
-        options = {"require": ["exp", "iss", "aud"]} if self.s.oidc_issuer else {
-            "require": ["exp", "aud"]}
+        options = (
+            {"require": ["exp", "iss", "aud"]}
+            if self.s.oidc_issuer
+            else {"require": ["exp", "aud"]}
+        )
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -136,8 +139,9 @@ class Authenticator:
         if not isinstance(groups, list):
             groups = []
         gset = tuple(str(g).lstrip("/") for g in groups)
-        return Principal(username=username, is_admin=self.s.admin_group in gset, groups=gset,
-                         via="oidc")
+        return Principal(
+            username=username, is_admin=self.s.admin_group in gset, groups=gset, via="oidc"
+        )
 
     # -- JupyterHub --------------------------------------------------------------------
     def verify_hub(self, token: str) -> Principal:
@@ -150,8 +154,10 @@ class Authenticator:
             if hit and hit[0] > now:
                 return hit[1]
         try:
-            r = self._http.get(self.s.jupyterhub_api_url.rstrip("/") + "/user",
-                               headers={"Authorization": f"token {token}"})
+            r = self._http.get(
+                self.s.jupyterhub_api_url.rstrip("/") + "/user",
+                headers={"Authorization": f"token {token}"},
+            )
         except httpx.HTTPError as e:
             raise AuthError(f"cannot reach JupyterHub: {e}") from e
         if r.status_code != 200:
@@ -161,12 +167,16 @@ class Authenticator:
         except ValueError as e:
             raise AuthError("bad answer from JupyterHub") from e
         name = model.get("name")
-        if model.get("kind", "user") != "user" or not isinstance(name, str) \
-                or not USERNAME_RE.match(name):
+        if (
+            model.get("kind", "user") != "user"
+            or not isinstance(name, str)
+            or not USERNAME_RE.match(name)
+        ):
             raise AuthError("JupyterHub token does not belong to a user")
         groups = tuple(str(g) for g in model.get("groups") or [])
         admin = self.s.admin_group in groups or (
-            self.s.jupyterhub_admin_is_admin and bool(model.get("admin")))
+            self.s.jupyterhub_admin_is_admin and bool(model.get("admin"))
+        )
         p = Principal(username=name, is_admin=admin, groups=groups, via="jupyterhub")
         with self._lock:
             if len(self._hub_cache) > 10000:
@@ -211,13 +221,19 @@ def current_user(
 ) -> Principal:
     """FastAPI dependency: the authenticated caller, or 401."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "bearer token required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
         return auth.authenticate(creds.credentials)
     except AuthError as e:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(e),
-                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from e
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            str(e),
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from e
 
 
 def acting_user(principal: Principal, requested: str | None) -> str:
@@ -228,5 +244,7 @@ def acting_user(principal: Principal, requested: str | None) -> str:
         if not USERNAME_RE.match(requested):
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid username")
         return requested
-    raise HTTPException(status.HTTP_403_FORBIDDEN,
-                        "you may act only for yourself (username does not match your token)")
+    raise HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        "you may act only for yourself (username does not match your token)",
+    )

@@ -33,8 +33,14 @@ def main() -> int:
     try:
         nb = nbformat.read(job["notebook"], as_version=4)
     except (OSError, ValueError) as e:
-        _emit({"status": "failed", "error": None, "error_message": f"cannot read notebook: {e}",
-               "notebook": None})
+        _emit(
+            {
+                "status": "failed",
+                "error": None,
+                "error_message": f"cannot read notebook: {e}",
+                "notebook": None,
+            }
+        )
         return 0
     inject(nb, job.get("parameters") or {}, job.get("types") or {})
     timeout = float(job.get("timeout") or 600)
@@ -58,14 +64,32 @@ def main() -> int:
         res = execute_notebook(nb, kernel, deadline=deadline, cwd=job.get("cwd"))
         _emit({"status": res.status, "error": res.error, "notebook": res.notebook})
     except Stopped:
-        _emit({"status": "timed_out", "error": None, "notebook": nb,
-               "error_message": f"timed out after {int(timeout)} s"})
+        _emit(
+            {
+                "status": "timed_out",
+                "error": None,
+                "notebook": nb,
+                "error_message": f"timed out after {int(timeout)} s",
+            }
+        )
     except KernelDied:
-        _emit({"status": "failed", "error": None, "notebook": nb,
-               "error_message": "the kernel died during execution"})
+        _emit(
+            {
+                "status": "failed",
+                "error": None,
+                "notebook": nb,
+                "error_message": "the kernel died during execution",
+            }
+        )
     except RuntimeError as e:
-        _emit({"status": "failed", "error": None, "notebook": None,
-               "error_message": f"kernel did not start: {e}"})
+        _emit(
+            {
+                "status": "failed",
+                "error": None,
+                "notebook": None,
+                "error_message": f"kernel did not start: {e}",
+            }
+        )
     finally:
         kernel.kill()
         kc.stop_channels()

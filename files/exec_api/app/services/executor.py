@@ -35,8 +35,9 @@ class RunResult:
     cell_timings: list[float] = field(default_factory=list)
 
 
-def _wait_reply(kernel: Kernel, msg_id: str, deadline: float | None,
-                stop: threading.Event) -> dict[str, Any]:
+def _wait_reply(
+    kernel: Kernel, msg_id: str, deadline: float | None, stop: threading.Event
+) -> dict[str, Any]:
     while True:
         if stop.is_set():
             raise Stopped()
@@ -46,20 +47,27 @@ def _wait_reply(kernel: Kernel, msg_id: str, deadline: float | None,
             if not kernel.is_alive():
                 raise KernelDied("kernel died") from None
             if deadline is not None and time.monotonic() > deadline:
-                raise Stopped()
+                raise Stopped() from None
             continue
         if msg.get("parent_header", {}).get("msg_id") == msg_id:
             return msg
 
 
-def run_code(kernel: Kernel, code: str, *, deadline: float | None = None,
-             stop: threading.Event | None = None, silent: bool = False,
-             outputs: list[NotebookNode] | None = None) -> dict[str, Any]:
+def run_code(
+    kernel: Kernel,
+    code: str,
+    *,
+    deadline: float | None = None,
+    stop: threading.Event | None = None,
+    silent: bool = False,
+    outputs: list[NotebookNode] | None = None,
+) -> dict[str, Any]:
     """Execute ``code``; append outputs to ``outputs``; return the execute_reply content."""
     stop = stop or threading.Event()
     kc = kernel.client
-    msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False,
-                        stop_on_error=True)
+    msg_id = kc.execute(
+        code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=True
+    )
     idle = False
     while not idle:
         if stop.is_set():
@@ -70,7 +78,7 @@ def run_code(kernel: Kernel, code: str, *, deadline: float | None = None,
             if not kernel.is_alive():
                 raise KernelDied("kernel died") from None
             if deadline is not None and time.monotonic() > deadline:
-                raise Stopped()
+                raise Stopped() from None
             continue
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
@@ -84,8 +92,12 @@ def run_code(kernel: Kernel, code: str, *, deadline: float | None = None,
         elif mtype in ("stream", "display_data", "execute_result", "error"):
             if outputs is None:
                 continue
-            if (mtype == "stream" and outputs and outputs[-1].get("output_type") == "stream"
-                    and outputs[-1].get("name") == content.get("name")):
+            if (
+                mtype == "stream"
+                and outputs
+                and outputs[-1].get("output_type") == "stream"
+                and outputs[-1].get("name") == content.get("name")
+            ):
                 outputs[-1]["text"] += content.get("text", "")
             else:
                 outputs.append(nbformat.v4.output_from_msg(msg))
@@ -94,14 +106,25 @@ def run_code(kernel: Kernel, code: str, *, deadline: float | None = None,
     return content_r
 
 
-def execute_notebook(nb: NotebookNode, kernel: Kernel, *, deadline: float | None = None,
-                     stop: threading.Event | None = None, cwd: str | None = None) -> RunResult:
+def execute_notebook(
+    nb: NotebookNode,
+    kernel: Kernel,
+    *,
+    deadline: float | None = None,
+    stop: threading.Event | None = None,
+    cwd: str | None = None,
+) -> RunResult:
     """Execute every code cell of ``nb`` in order on ``kernel`` (modifies ``nb``)."""
     stop = stop or threading.Event()
     if cwd:
         # The path reaches the kernel as a Python string literal (repr), never as code.
-        run_code(kernel, f"import os as __os; __os.chdir({cwd!r}); del __os", deadline=deadline,
-                 stop=stop, silent=True)
+        run_code(
+            kernel,
+            f"import os as __os; __os.chdir({cwd!r}); del __os",
+            deadline=deadline,
+            stop=stop,
+            silent=True,
+        )
     timings: list[float] = []
     count = 0
     for index, cell in enumerate(nb.cells):
@@ -117,8 +140,16 @@ def execute_notebook(nb: NotebookNode, kernel: Kernel, *, deadline: float | None
         count += 1
         cell.execution_count = reply.get("execution_count", count)
         if reply.get("status") != "ok":
+            injected = sum(
+                1
+                for c in nb.cells[:index]
+                if "injected-parameters" in c.get("metadata", {}).get("tags", [])
+            )
             err = {
-                "cell_index": index,
+                # index in the submitted notebook, and in the output (which has the
+                # injected-parameters cell)
+                "cell_index": index - injected,
+                "output_cell_index": index,
                 "ename": reply.get("ename", "Error"),
                 "evalue": reply.get("evalue", ""),
                 "traceback": reply.get("traceback", []),

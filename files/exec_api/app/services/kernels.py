@@ -47,8 +47,10 @@ class Kernel:
         if self.killed:
             return
         self.killed = True
-        for sig_target in (lambda: os.killpg(self.pid, signal.SIGKILL),
-                           lambda: os.kill(self.pid, signal.SIGKILL)):
+        for sig_target in (
+            lambda: os.killpg(self.pid, signal.SIGKILL),
+            lambda: os.kill(self.pid, signal.SIGKILL),
+        ):
             try:
                 sig_target()
                 break
@@ -158,12 +160,16 @@ class KernelPool:
         """Start one fresh kernel and wait until it answers (blocking)."""
         last: Exception | None = None
         for _attempt in range(3):
+            if self._closed:
+                raise KernelStartError("kernel pool is closed")
             with self._cond:
                 self._seq += 1
                 seq = self._seq
             cf = os.path.join(self._dir, f"kernel-{os.getpid()}-{seq}.json")
             write_connection_file(
-                cf, transport="ipc", ip=os.path.join(self._dir, f"k{seq}"),
+                cf,
+                transport="ipc",
+                ip=os.path.join(self._dir, f"k{seq}"),
                 key=secrets.token_hex(16).encode(),
             )
             pid: int | None = None
@@ -177,6 +183,8 @@ class KernelPool:
                 return Kernel(pid=pid, connection_file=cf, client=kc)
             except Exception as exc:  # noqa: BLE001 - retried, then reported
                 last = exc
+                if self._closed:
+                    raise KernelStartError("kernel pool is closed") from exc
                 self.failed_starts += 1
                 log.warning("kernel start failed (attempt %d): %s", _attempt + 1, exc)
                 if pid is not None:
@@ -190,7 +198,8 @@ class KernelPool:
         try:
             k = self.start_kernel()
         except KernelStartError:
-            log.exception("kernel pool refill failed")
+            if not self._closed:
+                log.exception("kernel pool refill failed")
             with self._cond:
                 self._starting -= 1
                 self._cond.notify_all()

@@ -15,16 +15,17 @@ from prometheus_client.registry import REGISTRY, Collector
 
 EXECUTIONS = Counter("exec_api_executions_total", "Finished executions by outcome", ["status"])
 DURATION = Histogram(
-    "exec_api_execution_duration_seconds", "Run time of finished executions",
+    "exec_api_execution_duration_seconds",
+    "Run time of finished executions",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
 QUEUE_WAIT = Histogram(
-    "exec_api_queue_wait_seconds", "Time from submission to start",
+    "exec_api_queue_wait_seconds",
+    "Time from submission to start",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 READY_KERNELS = Gauge("exec_api_ready_kernels", "Pre-started kernels ready in this process")
-RECOVERED = Counter("exec_api_orphans_recovered_total", "Orphaned executions recovered",
-                    ["policy"])
+RECOVERED = Counter("exec_api_orphans_recovered_total", "Orphaned executions recovered", ["policy"])
 
 
 class QueueCollector(Collector):

@@ -32,8 +32,14 @@ class ParameterError(ValueError):
 
 
 def is_valid_name(name: object) -> bool:
-    return (isinstance(name, str) and name.isidentifier() and name.isascii()
-            and not keyword.iskeyword(name) and not name.startswith("__") and len(name) <= 100)
+    return (
+        isinstance(name, str)
+        and name.isidentifier()
+        and name.isascii()
+        and not keyword.iskeyword(name)
+        and not name.startswith("__")
+        and len(name) <= 100
+    )
 
 
 def check_name(name: object) -> str:
@@ -70,8 +76,11 @@ def check_rules(name: str, ptype: str, rules: Mapping[str, Any] | None) -> None:
                     coerce(name, ptype, v)
                 except ParameterError as e:
                     raise ParameterError(name, f"rule {k} is not a {ptype}") from e
-            elif isinstance(v, bool) or not isinstance(v, int | float) or (
-                    isinstance(v, float) and not math.isfinite(v)):
+            elif (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or (isinstance(v, float) and not math.isfinite(v))
+            ):
                 raise ParameterError(name, f"rule {k} must be a number")
     for k in ("min_length", "max_length"):
         if k in rules and rules[k] is not None:
@@ -186,11 +195,13 @@ def apply_rules(name: str, ptype: str, value: Any, rules: Mapping[str, Any] | No
     if ptype in ("int", "float", "date", "datetime"):
         cv = _cmp_value(ptype, value)
         lo, hi = rules.get("min"), rules.get("max")
-        if lo is not None and cv < _cmp_value(ptype, coerce(name, ptype, lo)
-                                               if ptype in ("date", "datetime") else lo):
+        if lo is not None and cv < _cmp_value(
+            ptype, coerce(name, ptype, lo) if ptype in ("date", "datetime") else lo
+        ):
             raise ParameterError(name, f"must be >= {lo}")
-        if hi is not None and cv > _cmp_value(ptype, coerce(name, ptype, hi)
-                                               if ptype in ("date", "datetime") else hi):
+        if hi is not None and cv > _cmp_value(
+            ptype, coerce(name, ptype, hi) if ptype in ("date", "datetime") else hi
+        ):
             raise ParameterError(name, f"must be <= {hi}")
     if ptype in ("str", "list", "dict"):
         n = len(value)
@@ -259,9 +270,13 @@ def injection_source(values: Mapping[str, Any], types: Mapping[str, str]) -> str
 
 def inject(nb: NotebookNode, values: Mapping[str, Any], types: Mapping[str, str]) -> NotebookNode:
     """Insert an ``injected-parameters`` cell after the ``parameters`` cell (papermill's
-    convention), or at the top when there is none.  Any old injected cell is replaced."""
-    cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get(
-        "tags", [])]
+    convention), or at the top when there is none.  Any old injected cell is replaced.
+    Nothing is injected when there are no values."""
+    if not values:
+        return nb
+    cells = [
+        c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
     cell = nbformat.v4.new_code_cell(source=injection_source(values, types))
     cell.metadata["tags"] = ["injected-parameters"]
     idx = 0
@@ -284,8 +299,16 @@ class Discovered:
     description: str | None = None
 
 
-_ANN = {"int": "int", "float": "float", "str": "str", "bool": "bool", "list": "list",
-        "dict": "dict", "date": "date", "datetime": "datetime"}
+_ANN = {
+    "int": "int",
+    "float": "float",
+    "str": "str",
+    "bool": "bool",
+    "list": "list",
+    "dict": "dict",
+    "date": "date",
+    "datetime": "datetime",
+}
 
 
 def _type_of(v: Any) -> str:

@@ -44,8 +44,9 @@ def normalize_relative(path: str) -> str:
     if "\\" in path:
         raise PathRefused("backslashes are not accepted in notebook paths")
     if path.startswith(("/", "~")):
-        raise PathRefused("absolute paths are not accepted: give a path relative to your "
-                          "notebook area")
+        raise PathRefused(
+            "absolute paths are not accepted: give a path relative to your notebook area"
+        )
     parts = PurePosixPath(path).parts
     if any(p == ".." for p in parts):
         raise PathRefused("'..' is not accepted in notebook paths")
@@ -58,8 +59,9 @@ def normalize_relative(path: str) -> str:
     return rel
 
 
-def resolve_notebook(settings: Settings, username: str, path: str, *,
-                     must_exist: bool = True) -> tuple[str, Path]:
+def resolve_notebook(
+    settings: Settings, username: str, path: str, *, must_exist: bool = True
+) -> tuple[str, Path]:
     """Return ``(relative path, real absolute path)`` inside the user's notebook area.
 
     Symlinks are resolved and the result must still lie inside the (resolved) area.

@@ -31,13 +31,29 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def submit(db: Session, *, username: str, input_path: str, notebook_id: int | None,
-           parameters: dict[str, Any], timeout_seconds: int, runner: str) -> NotebookExecution:
+def submit(
+    db: Session,
+    *,
+    username: str,
+    input_path: str,
+    notebook_id: int | None,
+    parameters: dict[str, Any],
+    timeout_seconds: int,
+    runner: str,
+) -> NotebookExecution:
     now = utcnow()
     ex = NotebookExecution(
-        notebook_id=notebook_id, username=username, input_path=input_path,
-        parameters_used=parameters, status="queued", submitted_at=now, started_at=now,
-        timeout_seconds=timeout_seconds, runner=runner, attempts=0, cancel_requested=False,
+        notebook_id=notebook_id,
+        username=username,
+        input_path=input_path,
+        parameters_used=parameters,
+        status="queued",
+        submitted_at=now,
+        started_at=now,
+        timeout_seconds=timeout_seconds,
+        runner=runner,
+        attempts=0,
+        cancel_requested=False,
     )
     db.add(ex)
     db.flush()
@@ -97,14 +113,28 @@ def claim(db: Session, worker_id: int, default_timeout: int) -> Claimed | None:
     db.commit()
     if row is None:
         return None
-    return Claimed(id=row[0], username=row[1], input_path=row[2], notebook_id=row[3],
-                   parameters=dict(row[4] or {}), timeout_seconds=int(row[5] or default_timeout),
-                   attempts=int(row[6]))
+    return Claimed(
+        id=row[0],
+        username=row[1],
+        input_path=row[2],
+        notebook_id=row[3],
+        parameters=dict(row[4] or {}),
+        timeout_seconds=int(row[5] or default_timeout),
+        attempts=int(row[6]),
+    )
 
 
-def finish(db: Session, execution_id: int, worker_id: int, *, status: str,
-           duration: float | None, output_path: str | None = None,
-           error_message: str | None = None, error_detail: Any = None) -> bool:
+def finish(
+    db: Session,
+    execution_id: int,
+    worker_id: int,
+    *,
+    status: str,
+    duration: float | None,
+    output_path: str | None = None,
+    error_message: str | None = None,
+    error_detail: Any = None,
+) -> bool:
     """Record the outcome, only if this worker still owns the running row."""
     res = db.execute(
         text(
@@ -119,9 +149,15 @@ def finish(db: Session, execution_id: int, worker_id: int, *, status: str,
              WHERE id = :id AND status = 'running' AND worker_id = :w
             """
         ),
-        {"s": status, "d": duration, "o": output_path, "em": error_message,
-         "ed": None if error_detail is None else _json(error_detail), "id": execution_id,
-         "w": worker_id},
+        {
+            "s": status,
+            "d": duration,
+            "o": output_path,
+            "em": error_message,
+            "ed": None if error_detail is None else _json(error_detail),
+            "id": execution_id,
+            "w": worker_id,
+        },
     )
     db.commit()
     return bool(res.rowcount)  # type: ignore[attr-defined]
@@ -142,37 +178,53 @@ def cancel_requested(db: Session, execution_id: int) -> bool:
 
 
 def running_with_cancel(db: Session, worker_id: int) -> list[int]:
-    ids = db.execute(
-        select(NotebookExecution.id).where(
-            NotebookExecution.status == "running", NotebookExecution.worker_id == worker_id,
-            NotebookExecution.cancel_requested.is_(True))
-    ).scalars().all()
+    ids = (
+        db.execute(
+            select(NotebookExecution.id).where(
+                NotebookExecution.status == "running",
+                NotebookExecution.worker_id == worker_id,
+                NotebookExecution.cancel_requested.is_(True),
+            )
+        )
+        .scalars()
+        .all()
+    )
     db.commit()
     return list(ids)
 
 
-def recover_orphans(db: Session, policy: str, max_attempts: int,
-                    exclude_worker: int | None = None) -> list[int]:
+def recover_orphans(
+    db: Session, policy: str, max_attempts: int, exclude_worker: int | None = None
+) -> list[int]:
     """Fail or requeue ``running`` rows whose worker is gone (its advisory lock is free)."""
-    workers = db.execute(
-        text("SELECT DISTINCT worker_id FROM notebook_executions WHERE status = 'running'")
-    ).scalars().all()
+    workers = (
+        db.execute(
+            text("SELECT DISTINCT worker_id FROM notebook_executions WHERE status = 'running'")
+        )
+        .scalars()
+        .all()
+    )
     db.commit()
     recovered: list[int] = []
     for w in workers:
         if w is None or w == exclude_worker:
             continue
-        got = db.execute(text("SELECT pg_try_advisory_lock(:c, :k)"),
-                         {"c": LOCK_CLASS, "k": _lock_key(w)}).scalar()
+        got = db.execute(
+            text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": LOCK_CLASS, "k": _lock_key(w)}
+        ).scalar()
         if not got:
             db.commit()
             continue
         try:
-            rows = db.execute(
-                select(NotebookExecution).where(
-                    NotebookExecution.status == "running", NotebookExecution.worker_id == w
-                ).with_for_update()
-            ).scalars().all()
+            rows = (
+                db.execute(
+                    select(NotebookExecution)
+                    .where(NotebookExecution.status == "running", NotebookExecution.worker_id == w)
+                    .with_for_update()
+                )
+                .scalars()
+                .all()
+            )
             for ex in rows:
                 recovered.append(ex.id)
                 if ex.cancel_requested:
@@ -186,14 +238,16 @@ def recover_orphans(db: Session, policy: str, max_attempts: int,
                 else:
                     ex.status = "failed"
                     ex.completed_at = utcnow()
-                    ex.error_message = "worker stopped while the notebook was running " \
-                                       "(orphaned execution)"
+                    ex.error_message = (
+                        "worker stopped while the notebook was running (orphaned execution)"
+                    )
             if any(r.status == "queued" for r in rows):
                 db.execute(text("SELECT pg_notify(:c, '')"), {"c": QUEUE_CHANNEL})
             db.commit()
         finally:
-            db.execute(text("SELECT pg_advisory_unlock(:c, :k)"),
-                       {"c": LOCK_CLASS, "k": _lock_key(w)})
+            db.execute(
+                text("SELECT pg_advisory_unlock(:c, :k)"), {"c": LOCK_CLASS, "k": _lock_key(w)}
+            )
             db.commit()
     return recovered
 
@@ -205,9 +259,9 @@ def _lock_key(worker_id: int) -> int:
 
 def queue_stats(db: Session) -> dict[str, int]:
     rows = db.execute(
-        select(NotebookExecution.status, func.count()).where(
-            NotebookExecution.status.in_(("queued", "running"))
-        ).group_by(NotebookExecution.status)
+        select(NotebookExecution.status, func.count())
+        .where(NotebookExecution.status.in_(("queued", "running")))
+        .group_by(NotebookExecution.status)
     ).all()
     db.commit()
     out = {"queued": 0, "running": 0}

@@ -116,20 +116,30 @@ class LocalRunner:
         except Stopped:
             kernel.kill()
             if control.stop.is_set():
-                return Outcome(control.reason, notebook=dict(nb),
-                               error_message=f"execution {control.reason}")
-            return Outcome("timed_out", notebook=dict(nb),
-                           error_message=f"timed out after {job.timeout_seconds} s")
+                return Outcome(
+                    control.reason, notebook=dict(nb), error_message=f"execution {control.reason}"
+                )
+            return Outcome(
+                "timed_out",
+                notebook=dict(nb),
+                error_message=f"timed out after {job.timeout_seconds} s",
+            )
         except KernelDied:
             if control.stop.is_set():
-                return Outcome(control.reason, notebook=dict(nb),
-                               error_message=f"execution {control.reason}")
-            return Outcome("failed", notebook=dict(nb),
-                           error_message="the kernel died during execution")
+                return Outcome(
+                    control.reason, notebook=dict(nb), error_message=f"execution {control.reason}"
+                )
+            return Outcome(
+                "failed", notebook=dict(nb), error_message="the kernel died during execution"
+            )
         finally:
             kernel.close()
-        return Outcome(res.status, notebook=dict(res.notebook),
-                       error_message=error_text(res.error), error_detail=res.error)
+        return Outcome(
+            res.status,
+            notebook=dict(res.notebook),
+            error_message=error_text(res.error),
+            error_detail=res.error,
+        )
 
     def close(self) -> None:
         self.pool.close()
@@ -162,8 +172,14 @@ class SubprocessRunner:
         return self.child_command()
 
     def _spawn(self, job: Job, argv: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, cwd=job.cwd)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd=job.cwd,
+        )
 
     def stop_child(self, job: Job, proc: subprocess.Popen[bytes]) -> None:
         """Stop the run: SIGTERM (the child kills its kernel group), then SIGKILL."""
@@ -176,10 +192,15 @@ class SubprocessRunner:
                 os.killpg(proc.pid, signal.SIGKILL)
 
     def run(self, job: Job, control: Control) -> Outcome:
-        payload = json.dumps({
-            "notebook": job.notebook_path, "cwd": job.cwd, "parameters": job.parameters,
-            "types": job.types, "timeout": job.timeout_seconds,
-        }).encode()
+        payload = json.dumps(
+            {
+                "notebook": job.notebook_path,
+                "cwd": job.cwd,
+                "parameters": job.parameters,
+                "types": job.types,
+                "timeout": job.timeout_seconds,
+            }
+        ).encode()
         argv = self.command(job)
         try:
             proc = self._spawn(job, argv)
@@ -220,8 +241,12 @@ class SubprocessRunner:
         if status not in ("succeeded", "failed", "timed_out"):
             status = "failed"
         e = doc.get("error")
-        return Outcome(status, notebook=doc.get("notebook"),
-                       error_message=doc.get("error_message") or error_text(e), error_detail=e)
+        return Outcome(
+            status,
+            notebook=doc.get("notebook"),
+            error_message=doc.get("error_message") or error_text(e),
+            error_detail=e,
+        )
 
 
 # --------------------------------------------------------------------------- systemd
@@ -261,7 +286,10 @@ class SystemdRunner(SubprocessRunner):
             f"--slice={s.systemd_slice}",
             f"--uid={pw.pw_uid}",
             f"--gid={pw.pw_gid}",
-            "--quiet", "--collect", "--wait", "--pipe",
+            "--quiet",
+            "--collect",
+            "--wait",
+            "--pipe",
             "--service-type=exec",
             f"--setenv=HOME={pw.pw_dir}",
             f"--setenv=USER={job.username}",
@@ -283,8 +311,13 @@ class SystemdRunner(SubprocessRunner):
     def _spawn(self, job: Job, argv: list[str]) -> subprocess.Popen[bytes]:
         unit = self.unit_name(job)
         argv = self.command(job, unit)
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         proc.unit = unit  # type: ignore[attr-defined]
         return proc
 

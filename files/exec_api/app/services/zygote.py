@@ -69,11 +69,14 @@ def _child(connection_file: str, cwd: str | None, out_fd: int) -> None:  # pragm
         from ipykernel.kernelapp import IPKernelApp
 
         app = IPKernelApp.instance()
-        app.initialize([
-            "-f", connection_file,
-            f"--IPKernelApp.parent_handle={os.getppid()}",
-            "--HistoryManager.enabled=False",
-        ])
+        app.initialize(
+            [
+                "-f",
+                connection_file,
+                f"--IPKernelApp.parent_handle={os.getppid()}",
+                "--HistoryManager.enabled=False",
+            ]
+        )
         app.start()
     except BaseException:  # noqa: BLE001 - the child must never return into the zygote loop
         os._exit(1)
@@ -83,6 +86,7 @@ def _child(connection_file: str, cwd: str | None, out_fd: int) -> None:  # pragm
 def _warm_up() -> None:
     import importlib
     import json as _json
+
     extra = os.environ.get("EXEC_API_ZYGOTE_PRELOAD_FILE")
     names = list(PRELOAD)
     if extra:

@@ -26,13 +26,19 @@ router = APIRouter(prefix="/db/executions", tags=["executions"])
 
 
 def submitted(ex: NotebookExecution) -> ExecutionSubmitted:
-    return ExecutionSubmitted(execution_id=ex.id, status=ex.status, output_path=ex.output_path,
-                              execution=ExecutionHistoryResponse.model_validate(ex))
+    return ExecutionSubmitted(
+        execution_id=ex.id,
+        status=ex.status,
+        output_path=ex.output_path,
+        execution=ExecutionHistoryResponse.model_validate(ex),
+    )
 
 
 @router.get("", response_model=list[ExecutionHistoryResponse])
 def list_executions(
-    db: DB, user: User, response: Response,
+    db: DB,
+    user: User,
+    response: Response,
     username: Annotated[Username | None, Query()] = None,
     notebook_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     status_: Annotated[Status | None, Query(alias="status")] = None,
@@ -49,29 +55,51 @@ def list_executions(
         conds.append(NotebookExecution.status == status_)
     total = db.execute(select(func.count()).select_from(NotebookExecution).where(*conds)).scalar()
     response.headers["X-Total-Count"] = str(total or 0)
-    return list(db.execute(select(NotebookExecution).where(*conds)
-                           .order_by(NotebookExecution.id.desc()).offset(skip)
-                           .limit(limit)).scalars())
+    return list(
+        db.execute(
+            select(NotebookExecution)
+            .where(*conds)
+            .order_by(NotebookExecution.id.desc())
+            .offset(skip)
+            .limit(limit)
+        ).scalars()
+    )
 
 
 @router.post("", response_model=ExecutionSubmitted, status_code=status.HTTP_202_ACCEPTED)
 def submit(body: SubmitExecution, db: DB, cfg: Cfg, user: User) -> ExecutionSubmitted:
     """Queue an execution; returns at once with its id."""
-    ex = submit_execution(db, cfg, user, username=body.username, notebook_id=body.notebook_id,
-                          path=body.notebook_path, parameters=body.parameters,
-                          timeout_seconds=body.timeout_seconds)
+    ex = submit_execution(
+        db,
+        cfg,
+        user,
+        username=body.username,
+        notebook_id=body.notebook_id,
+        path=body.notebook_path,
+        parameters=body.parameters,
+        timeout_seconds=body.timeout_seconds,
+    )
     return submitted(ex)
 
 
 @router.get("/notebook/{notebook_id}", response_model=list[ExecutionHistoryResponse])
-def notebook_executions(notebook_id: IdPath, db: DB, user: User,
-                        skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                        ) -> list[NotebookExecution]:
+def notebook_executions(
+    notebook_id: IdPath,
+    db: DB,
+    user: User,
+    skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[NotebookExecution]:
     get_notebook(db, user, notebook_id)
-    return list(db.execute(select(NotebookExecution).where(
-        NotebookExecution.notebook_id == notebook_id).order_by(NotebookExecution.id.desc())
-        .offset(skip).limit(limit)).scalars())
+    return list(
+        db.execute(
+            select(NotebookExecution)
+            .where(NotebookExecution.notebook_id == notebook_id)
+            .order_by(NotebookExecution.id.desc())
+            .offset(skip)
+            .limit(limit)
+        ).scalars()
+    )
 
 
 @router.get("/{execution_id}", response_model=ExecutionHistoryResponse)
@@ -89,13 +117,17 @@ def cancel_execution(execution_id: IdPath, db: DB, user: User) -> NotebookExecut
     return q.request_cancel(db, ex)
 
 
-@router.get("/{execution_id}/output", response_class=FileResponse,
-            responses={200: {"content": {"application/x-ipynb+json": {}}}})
+@router.get(
+    "/{execution_id}/output",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-ipynb+json": {}}}},
+)
 def download_output(execution_id: IdPath, db: DB, cfg: Cfg, user: User) -> FileResponse:
     """The executed notebook (also for failed runs: it shows the failing cell)."""
     ex = get_execution(db, user, execution_id)
     expected = output_path_for(cfg, ex.username, ex.id)
     if not ex.output_path or Path(ex.output_path) != expected or not expected.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no output for this execution (yet)")
-    return FileResponse(expected, media_type="application/x-ipynb+json",
-                        filename=f"execution-{ex.id}.ipynb")
+    return FileResponse(
+        expected, media_type="application/x-ipynb+json", filename=f"execution-{ex.id}.ipynb"
+    )

@@ -40,8 +40,9 @@ def _submit(cfg: Settings, user: Principal, **kw: Any) -> ExecutionSubmitted:
         return submitted(submit_execution(db, cfg, user, **kw))
 
 
-async def _maybe_wait(res: ExecutionSubmitted, wait: bool, cfg: Settings,
-                      response: Response) -> ExecutionSubmitted:
+async def _maybe_wait(
+    res: ExecutionSubmitted, wait: bool, cfg: Settings, response: Response
+) -> ExecutionSubmitted:
     if not wait:
         response.status_code = status.HTTP_202_ACCEPTED
         return res
@@ -71,34 +72,57 @@ _RESP: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/execute", response_model=ExecutionSubmitted, responses=_RESP)
-async def execute(body: ExecuteRequest, cfg: Cfg, user: User,
-                  response: Response) -> ExecutionSubmitted:
+async def execute(
+    body: ExecuteRequest, cfg: Cfg, user: User, response: Response
+) -> ExecutionSubmitted:
     """Prototype shape ``{user, path, params}``; ``path`` is relative to the user's area."""
-    res = await run_in_threadpool(_submit, cfg, user, username=body.user, notebook_id=None,
-                                  path=body.path, parameters=body.params,
-                                  timeout_seconds=body.timeout_seconds)
+    res = await run_in_threadpool(
+        _submit,
+        cfg,
+        user,
+        username=body.user,
+        notebook_id=None,
+        path=body.path,
+        parameters=body.params,
+        timeout_seconds=body.timeout_seconds,
+    )
     return await _maybe_wait(res, body.wait, cfg, response)
 
 
 @router.post("/run-notebook", response_model=ExecutionSubmitted, responses=_RESP)
-async def run_notebook(body: RunNotebookRequest, cfg: Cfg, user: User,
-                       response: Response) -> ExecutionSubmitted:
+async def run_notebook(
+    body: RunNotebookRequest, cfg: Cfg, user: User, response: Response
+) -> ExecutionSubmitted:
     """``input_path`` relative to the user's area; ``output_path`` is ignored: outputs go to
     the per-user output area, named by execution id (see ``output_path`` in the answer)."""
-    res = await run_in_threadpool(_submit, cfg, user, username=body.username, notebook_id=None,
-                                  path=body.input_path, parameters=body.parameters,
-                                  timeout_seconds=body.timeout_seconds)
+    res = await run_in_threadpool(
+        _submit,
+        cfg,
+        user,
+        username=body.username,
+        notebook_id=None,
+        path=body.input_path,
+        parameters=body.parameters,
+        timeout_seconds=body.timeout_seconds,
+    )
     return await _maybe_wait(res, body.wait, cfg, response)
 
 
 @router.post("/execute-notebook", response_model=ExecutionSubmitted, responses=_RESP)
-async def execute_notebook(body: ExecuteNotebookRequest, cfg: Cfg, user: User,
-                           response: Response) -> ExecutionSubmitted:
+async def execute_notebook(
+    body: ExecuteNotebookRequest, cfg: Cfg, user: User, response: Response
+) -> ExecutionSubmitted:
     """Run a registered notebook (``notebook_id``) or one of your notebooks by path."""
-    res = await run_in_threadpool(_submit, cfg, user, username=body.username,
-                                  notebook_id=body.notebook_id, path=body.notebook_path,
-                                  parameters=body.parameters,
-                                  timeout_seconds=body.timeout_seconds)
+    res = await run_in_threadpool(
+        _submit,
+        cfg,
+        user,
+        username=body.username,
+        notebook_id=body.notebook_id,
+        path=body.notebook_path,
+        parameters=body.parameters,
+        timeout_seconds=body.timeout_seconds,
+    )
     return await _maybe_wait(res, body.wait, cfg, response)
 
 
@@ -110,8 +134,10 @@ def list_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[Not
         root = user_root(cfg, owner)
     except PathRefused as e:
         raise refuse_path(e) from e
-    registered = {nb.file_path: nb.id for nb in db.execute(
-        select(Notebook).where(Notebook.username == owner)).scalars()}
+    registered = {
+        nb.file_path: nb.id
+        for nb in db.execute(select(Notebook).where(Notebook.username == owner)).scalars()
+    }
     out: list[NotebookListEntry] = []
     if root.is_dir() and not root.is_symlink():
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -121,8 +147,11 @@ def list_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[Not
                 if not f.endswith(".ipynb") or f.startswith(".") or os.path.islink(full):
                     continue
                 rel = os.path.relpath(full, root)
-                out.append(NotebookListEntry(path=rel, registered=full in registered,
-                                             notebook_id=registered.get(full)))
+                out.append(
+                    NotebookListEntry(
+                        path=rel, registered=full in registered, notebook_id=registered.get(full)
+                    )
+                )
                 if len(out) >= 5000:
                     return out
     return out

@@ -11,10 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app import __version__
+from app.api.deps import User
 from app.core.config import get_settings
 from app.core.db import get_sessionmaker
 from app.core.security import Authenticator, AuthError, get_authenticator
-from app.api.deps import User
 
 router = APIRouter(tags=["service"])
 _bearer = HTTPBearer(auto_error=False)
@@ -29,9 +29,18 @@ def root(user: User) -> dict[str, Any]:
         "user": user.username,
         "admin": user.is_admin,
         "docs": "/docs",
-        "endpoints": ["/execute", "/run-notebook", "/execute-notebook",
-                      "/list-notebooks/{username}", "/db/notebooks", "/db/parameters",
-                      "/db/executions", "/health", "/ready", "/metrics"],
+        "endpoints": [
+            "/execute",
+            "/run-notebook",
+            "/execute-notebook",
+            "/list-notebooks/{username}",
+            "/db/notebooks",
+            "/db/parameters",
+            "/db/executions",
+            "/health",
+            "/ready",
+            "/metrics",
+        ],
     }
 
 
@@ -48,16 +57,20 @@ def probe_access(
 ) -> None:
     """A user token, or the static EXEC_API_PROBE_TOKEN (for Prometheus / load balancers)."""
     if creds is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "bearer token required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     probe = get_settings().probe_token
     if probe and hmac.compare_digest(creds.credentials.encode(), probe.encode()):
         return
     try:
         auth.authenticate(creds.credentials)
     except AuthError as e:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(e),
-                            headers={"WWW-Authenticate": "Bearer"}) from e
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, str(e), headers={"WWW-Authenticate": "Bearer"}
+        ) from e
 
 
 @router.get("/ready", dependencies=[Depends(probe_access)])
@@ -67,11 +80,17 @@ def ready(request: Request) -> Response:
         with get_sessionmaker()() as db:
             db.execute(text("SELECT 1"))
     except Exception as e:  # noqa: BLE001 - any DB failure means not ready
-        return Response(f'{{"status":"not ready","database":"{type(e).__name__}"}}',
-                        status_code=503, media_type="application/json")
+        return Response(
+            f'{{"status":"not ready","database":"{type(e).__name__}"}}',
+            status_code=503,
+            media_type="application/json",
+        )
     worker = getattr(request.app.state, "worker", None)
-    return Response('{"status":"ready","database":"ok","embedded_worker":%s}'
-                    % ("true" if worker is not None else "false"), media_type="application/json")
+    return Response(
+        '{"status":"ready","database":"ok","embedded_worker":%s}'
+        % ("true" if worker is not None else "false"),
+        media_type="application/json",
+    )
 
 
 @router.get("/metrics", dependencies=[Depends(probe_access)])

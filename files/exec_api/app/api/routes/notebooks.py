@@ -46,10 +46,14 @@ def _conflict(e: IntegrityError) -> HTTPException:
 
 
 @router.get("", response_model=list[NotebookResponse])
-def list_notebooks(db: DB, cfg: Cfg, user: User,
-                   username: Annotated[Username | None, Query()] = None,
-                   skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[NotebookResponse]:
+def list_notebooks(
+    db: DB,
+    cfg: Cfg,
+    user: User,
+    username: Annotated[Username | None, Query()] = None,
+    skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[NotebookResponse]:
     """Your notebooks (admins: everyone's, or one user's with ``username``)."""
     stmt = select(Notebook).order_by(Notebook.id).offset(skip).limit(limit)
     if not user.is_admin or username:
@@ -74,18 +78,28 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
         try:
             found = P.discover(nbformat.read(str(real), as_version=4))
         except (OSError, ValueError) as e:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
-                                f"not a readable notebook: {e}") from e
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, f"not a readable notebook: {e}"
+            ) from e
         for d in found:
             declared[d.name] = NotebookParameter(
-                param_name=d.name, param_type=d.type,
+                param_name=d.name,
+                param_type=d.type,
                 default_value=d.default if d.has_default else None,
-                description=d.description, required=0, validation_rules=None)
+                description=d.description,
+                required=0,
+                validation_rules=None,
+            )
     for item in body.parameters or []:
         declared[item.param_name] = build_parameter(item)
-    nb = Notebook(name=body.name, description=body.description,
-                  file_path=str(user_root(cfg, owner) / rel), username=owner,
-                  tags=body.tags, metadata_=body.metadata)
+    nb = Notebook(
+        name=body.name,
+        description=body.description,
+        file_path=str(user_root(cfg, owner) / rel),
+        username=owner,
+        tags=body.tags,
+        metadata_=body.metadata,
+    )
     nb.parameters = list(declared.values())
     db.add(nb)
     try:
@@ -105,8 +119,9 @@ def build_parameter(item: object) -> NotebookParameter:
     assert isinstance(item, ParameterBase)
     try:
         P.check_name(item.param_name)
-        rules = item.validation_rules.model_dump(exclude_none=True) \
-            if item.validation_rules else None
+        rules = (
+            item.validation_rules.model_dump(exclude_none=True) if item.validation_rules else None
+        )
         P.check_rules(item.param_name, item.param_type, rules)
         default = item.default_value
         if default is not None:
@@ -114,16 +129,22 @@ def build_parameter(item: object) -> NotebookParameter:
             P.apply_rules(item.param_name, item.param_type, default, rules)
     except P.ParameterError as e:
         raise param_error(e) from e
-    return NotebookParameter(param_name=item.param_name, param_type=item.param_type,
-                             default_value=default, description=item.description,
-                             required=int(item.required), validation_rules=rules or None)
+    return NotebookParameter(
+        param_name=item.param_name,
+        param_type=item.param_type,
+        default_value=default,
+        description=item.description,
+        required=int(item.required),
+        validation_rules=rules or None,
+    )
 
 
 @router.get("/user/{username}", response_model=list[NotebookResponse])
 def user_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[NotebookResponse]:
     owner = acting_user(user, username)
-    rows = db.execute(select(Notebook).where(Notebook.username == owner)
-                      .order_by(Notebook.id)).scalars()
+    rows = db.execute(
+        select(Notebook).where(Notebook.username == owner).order_by(Notebook.id)
+    ).scalars()
     return [notebook_out(cfg, nb) for nb in rows]
 
 
@@ -133,8 +154,9 @@ def read_notebook(notebook_id: IdPath, db: DB, cfg: Cfg, user: User) -> Notebook
 
 
 @router.put("/{notebook_id}", response_model=NotebookResponse)
-def update_notebook(notebook_id: IdPath, body: NotebookUpdate, db: DB, cfg: Cfg,
-                    user: User) -> NotebookResponse:
+def update_notebook(
+    notebook_id: IdPath, body: NotebookUpdate, db: DB, cfg: Cfg, user: User
+) -> NotebookResponse:
     nb = get_notebook(db, user, notebook_id)
     fields = body.model_fields_set
     if "file_path" in fields and body.file_path is not None:

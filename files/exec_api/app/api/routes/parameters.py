@@ -51,10 +51,14 @@ def create_parameter(body: ParameterCreate, db: DB, user: User) -> NotebookParam
     return p
 
 
-@router.post("/bulk/{notebook_id}", response_model=list[ParameterResponse],
-             status_code=status.HTTP_201_CREATED)
-def create_parameters_bulk(notebook_id: IdPath, body: list[ParameterBulkItem], db: DB,
-                           user: User) -> list[NotebookParameter]:
+@router.post(
+    "/bulk/{notebook_id}",
+    response_model=list[ParameterResponse],
+    status_code=status.HTTP_201_CREATED,
+)
+def create_parameters_bulk(
+    notebook_id: IdPath, body: list[ParameterBulkItem], db: DB, user: User
+) -> list[NotebookParameter]:
     """Declare several parameters at once (all or none)."""
     get_notebook(db, user, notebook_id)
     names = [b.param_name for b in body]
@@ -79,8 +83,13 @@ def create_parameters_bulk(notebook_id: IdPath, body: list[ParameterBulkItem], d
 @router.get("/notebook/{notebook_id}", response_model=list[ParameterResponse])
 def notebook_parameters(notebook_id: IdPath, db: DB, user: User) -> list[NotebookParameter]:
     get_notebook(db, user, notebook_id)
-    return list(db.execute(select(NotebookParameter).where(
-        NotebookParameter.notebook_id == notebook_id).order_by(NotebookParameter.id)).scalars())
+    return list(
+        db.execute(
+            select(NotebookParameter)
+            .where(NotebookParameter.notebook_id == notebook_id)
+            .order_by(NotebookParameter.id)
+        ).scalars()
+    )
 
 
 @router.get("/{param_id}", response_model=ParameterResponse)
@@ -89,8 +98,9 @@ def read_parameter(param_id: IdPath, db: DB, user: User) -> NotebookParameter:
 
 
 @router.put("/{param_id}", response_model=ParameterResponse)
-def update_parameter(param_id: IdPath, body: ParameterUpdate, db: DB,
-                     user: User) -> NotebookParameter:
+def update_parameter(
+    param_id: IdPath, body: ParameterUpdate, db: DB, user: User
+) -> NotebookParameter:
     p = _get_param(db, user, param_id)
     f = body.model_fields_set
     merged = ParameterBulkItem(
@@ -98,17 +108,23 @@ def update_parameter(param_id: IdPath, body: ParameterUpdate, db: DB,
         param_type=body.param_type if "param_type" in f and body.param_type else p.param_type,  # type: ignore[arg-type]
         default_value=body.default_value if "default_value" in f else p.default_value,
         description=body.description if "description" in f else p.description,
-        required=body.required if "required" in f and body.required is not None
+        required=body.required
+        if "required" in f and body.required is not None
         else bool(p.required),
-        validation_rules=body.validation_rules if "validation_rules" in f
-        else p.validation_rules,
+        validation_rules=body.validation_rules if "validation_rules" in f else p.validation_rules,
     )
     try:
         new = build_parameter(merged)
     except P.ParameterError as e:  # pragma: no cover - build_parameter raises HTTP errors
         raise param_error(e) from e
-    for attr in ("param_name", "param_type", "default_value", "description", "required",
-                 "validation_rules"):
+    for attr in (
+        "param_name",
+        "param_type",
+        "default_value",
+        "description",
+        "required",
+        "validation_rules",
+    ):
         setattr(p, attr, getattr(new, attr))
     try:
         db.commit()
