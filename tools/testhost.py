@@ -364,6 +364,15 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
     return result
 
 
+def write_instance_config(path: str | None, hosts: list[dict]) -> None:
+    """Molecule's delegated driver reads the hosts from this file (JSON is valid YAML)."""
+    if path:
+        conf = [{"instance": h["name"], "address": h["address"], "user": h["user"], "port": h["port"],
+                 "identity_file": h["identity_file"]} for h in hosts]  # fmt: skip
+        Path(path).write_text(json.dumps(conf, indent=2) + "\n")
+        Path(path).chmod(0o600)
+
+
 def main() -> None:
     if os.geteuid() != 0:
         die("run as root (nspawn, bridges and NAT need it)")
@@ -373,17 +382,22 @@ def main() -> None:
     pu = sub.add_parser("up")
     pu.add_argument("scenario")
     pu.add_argument("hosts", nargs="+", metavar="HOST[=ALIAS,...]")
+    pu.add_argument("--instance-config", help="also write molecule's instance config here")
     pd = sub.add_parser("down")
     pd.add_argument("scenario")
+    pd.add_argument("--instance-config", help="also empty molecule's instance config here")
     ps = sub.add_parser("status")
     ps.add_argument("scenario", nargs="?")
     a = p.parse_args()
     if a.cmd == "root":
         print(ensure_root())
     elif a.cmd == "up":
-        print(json.dumps(up(a.scenario, a.hosts), indent=2))
+        hosts = up(a.scenario, a.hosts)
+        write_instance_config(a.instance_config, hosts)
+        print(json.dumps(hosts, indent=2))
     elif a.cmd == "down":
         down(a.scenario)
+        write_instance_config(a.instance_config, [])
     else:
         print(json.dumps(load_state(a.scenario) if a.scenario else all_states(), indent=2))
 
