@@ -8,7 +8,6 @@ import os
 import time
 
 import pytest
-
 from conftest import count_executions, wait_status
 
 

@@ -6,9 +6,9 @@ import os
 
 import psycopg
 import pytest
+from conftest import wait_status
 
 from app.worker import _psycopg_dsn
-from conftest import wait_status
 
 
 def _count(db_url, table, username):
