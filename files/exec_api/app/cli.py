@@ -1,0 +1,167 @@
+"""``exec-api``: the command line for users of the exec API.
+
+Token: ``$EXEC_API_TOKEN``, or the file ``$EXEC_API_TOKEN_FILE``, or ``$JUPYTERHUB_API_TOKEN``,
+or ``~/.config/exec-api/token`` (``--token-file`` overrides).  URL: ``--url`` or
+``$EXEC_API_URL``.  Results are printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.client import DEFAULT_URL, ExecApiClient, ExecApiError
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _params(pairs: list[str], raw: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(raw) if raw else {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"-p expects NAME=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k] = _value(v)
+    return out
+
+
+def _print(obj: Any) -> None:
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    elif isinstance(obj, list):
+        obj = [o.model_dump(mode="json") if isinstance(o, BaseModel) else o for o in obj]
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="exec-api", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default=os.environ.get("EXEC_API_URL", DEFAULT_URL))
+    ap.add_argument("--token-file", default=None)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("register", help="register a notebook of your notebook area")
+    p.add_argument("path", help="path relative to your notebook area")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description")
+    p.add_argument("--tag", action="append", dest="tags")
+    p.add_argument("--no-detect", action="store_true",
+                   help="do not declare the parameters of the 'parameters' cell")
+
+    sub.add_parser("notebooks", help="list your registered notebooks")
+
+    p = sub.add_parser("params", help="list a notebook's declared parameters")
+    p.add_argument("notebook_id", type=int)
+
+    p = sub.add_parser("declare", help="declare a parameter")
+    p.add_argument("notebook_id", type=int)
+    p.add_argument("name")
+    p.add_argument("--type", default="str",
+                   choices=["int", "float", "str", "bool", "list", "dict", "date", "datetime"])
+    p.add_argument("--default", type=_value, default=None, help="JSON (or a plain string)")
+    p.add_argument("--required", action="store_true")
+    p.add_argument("--description")
+    p.add_argument("--rules", type=json.loads, default=None,
+                   help='JSON, e.g. \'{"min": 1, "max": 10}\'')
+
+    p = sub.add_parser("run", help="run a notebook (by id or by path)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--id", type=int, dest="notebook_id")
+    g.add_argument("--path")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="VALUE is JSON if it parses, else a string")
+    p.add_argument("--params-json")
+    p.add_argument("--timeout", type=int)
+    p.add_argument("--wait", action="store_true", help="wait for the outcome")
+    p.add_argument("-o", "--output", help="with --wait: save the output notebook here")
+
+    p = sub.add_parser("wait", help="wait for an execution to finish")
+    p.add_argument("execution_id", type=int)
+    p.add_argument("--timeout", type=float, default=3600)
+
+    p = sub.add_parser("status", help="show an execution")
+    p.add_argument("execution_id", type=int)
+
+    p = sub.add_parser("cancel", help="cancel an execution")
+    p.add_argument("execution_id", type=int)
+
+    p = sub.add_parser("output", help="download an execution's output notebook")
+    p.add_argument("execution_id", type=int)
+    p.add_argument("-o", "--output", help="file (default: stdout)")
+
+    p = sub.add_parser("history", help="list your executions, newest first")
+    p.add_argument("--notebook-id", type=int)
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--skip", type=int, default=0)
+    return ap
+
+
+def run(args: argparse.Namespace, api: ExecApiClient) -> int:
+    c = args.cmd
+    if c == "register":
+        _print(api.register_notebook(args.path, args.name, description=args.description,
+                                     tags=args.tags, detect_parameters=not args.no_detect))
+    elif c == "notebooks":
+        _print(api.notebooks())
+    elif c == "params":
+        _print(api.parameters(args.notebook_id))
+    elif c == "declare":
+        _print(api.declare_parameter(args.notebook_id, args.name, args.type,
+                                     default=args.default, required=args.required,
+                                     description=args.description, rules=args.rules))
+    elif c == "run":
+        ex = api.run(notebook_id=args.notebook_id, path=args.path,
+                     parameters=_params(args.param, args.params_json),
+                     timeout_seconds=args.timeout)
+        if args.wait:
+            ex = api.wait(ex.id)
+            if args.output and ex.output_path:
+                api.download_output(ex.id, args.output)
+        _print(ex)
+        return 0 if ex.status in ("succeeded", "queued", "running") else 1
+    elif c == "wait":
+        ex = api.wait(args.execution_id, timeout=args.timeout)
+        _print(ex)
+        return 0 if ex.status == "succeeded" else 1
+    elif c == "status":
+        _print(api.execution(args.execution_id))
+    elif c == "cancel":
+        _print(api.cancel(args.execution_id))
+    elif c == "output":
+        data = api.output(args.execution_id)
+        if args.output:
+            Path(args.output).write_bytes(data)
+        else:
+            sys.stdout.write(data.decode())
+    elif c == "history":
+        _print(api.history(notebook_id=args.notebook_id, status=args.status, skip=args.skip,
+                           limit=args.limit))
+    return 0
+
+
+def main(argv: list[str] | None = None, api: ExecApiClient | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        token = Path(args.token_file).read_text().strip() if args.token_file else None
+        client = api or ExecApiClient(args.url, token)
+        with client:
+            return run(args, client)
+    except ExecApiError as e:
+        print(f"exec-api: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

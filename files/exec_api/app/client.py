@@ -1,0 +1,185 @@
+"""A typed Python client for the exec API.
+
+    from app.client import ExecApiClient
+    with ExecApiClient.from_env() as api:
+        nb = api.register_notebook("reports/monthly.ipynb", name="monthly")
+        ex = api.run(notebook_id=nb.id, parameters={"month": "2024-05"})
+        ex = api.wait(ex.id)
+        api.download_output(ex.id, "monthly-out.ipynb")
+
+Token lookup (first found): the ``token`` argument, ``$EXEC_API_TOKEN``, the file named by
+``$EXEC_API_TOKEN_FILE``, ``$JUPYTERHUB_API_TOKEN`` (inside a JupyterHub server), the file
+``~/.config/exec-api/token``.  Base URL: ``$EXEC_API_URL`` (default http://127.0.0.1:8002).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from app.schemas import (
+    ExecutionHistoryResponse,
+    ExecutionSubmitted,
+    NotebookResponse,
+    NotebookWithParameters,
+    ParameterResponse,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8002"
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+class ExecApiError(RuntimeError):
+    def __init__(self, status_code: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+def find_token(token: str | None = None) -> str:
+    if token:
+        return token.strip()
+    if os.environ.get("EXEC_API_TOKEN"):
+        return os.environ["EXEC_API_TOKEN"].strip()
+    if os.environ.get("EXEC_API_TOKEN_FILE"):
+        return Path(os.environ["EXEC_API_TOKEN_FILE"]).read_text().strip()
+    if os.environ.get("JUPYTERHUB_API_TOKEN"):
+        return os.environ["JUPYTERHUB_API_TOKEN"].strip()
+    default = Path.home() / ".config" / "exec-api" / "token"
+    if default.is_file():
+        return default.read_text().strip()
+    raise ExecApiError(0, "no token: set EXEC_API_TOKEN or EXEC_API_TOKEN_FILE, or write it to "
+                          "~/.config/exec-api/token")
+
+
+class ExecApiClient:
+    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, *,
+                 timeout: float = 30.0, http: httpx.Client | None = None) -> None:
+        self._own = http is None
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
+        self.headers = {"Authorization": f"Bearer {find_token(token)}"}
+
+    @classmethod
+    def from_env(cls, token: str | None = None) -> ExecApiClient:
+        return cls(os.environ.get("EXEC_API_URL", DEFAULT_URL), token)
+
+    def __enter__(self) -> ExecApiClient:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own:
+            self.http.close()
+
+    def _req(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        r = self.http.request(method, url, headers=self.headers, **kw)
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text
+            raise ExecApiError(r.status_code, detail)
+        return r
+
+    # -- notebooks -----------------------------------------------------------------------
+    def register_notebook(self, file_path: str, name: str, *, description: str | None = None,
+                          tags: list[str] | None = None, detect_parameters: bool = True,
+                          parameters: list[dict[str, Any]] | None = None
+                          ) -> NotebookWithParameters:
+        body: dict[str, Any] = {"file_path": file_path, "name": name,
+                                "detect_parameters": detect_parameters}
+        if description is not None:
+            body["description"] = description
+        if tags is not None:
+            body["tags"] = tags
+        if parameters is not None:
+            body["parameters"] = parameters
+        return NotebookWithParameters.model_validate(
+            self._req("POST", "/db/notebooks", json=body).json())
+
+    def notebooks(self) -> list[NotebookResponse]:
+        return [NotebookResponse.model_validate(x)
+                for x in self._req("GET", "/db/notebooks").json()]
+
+    def notebook(self, notebook_id: int) -> NotebookWithParameters:
+        return NotebookWithParameters.model_validate(
+            self._req("GET", f"/db/notebooks/{notebook_id}").json())
+
+    def delete_notebook(self, notebook_id: int) -> None:
+        self._req("DELETE", f"/db/notebooks/{notebook_id}")
+
+    # -- parameters ----------------------------------------------------------------------
+    def declare_parameter(self, notebook_id: int, name: str, type: str = "str", *,
+                          default: Any = None, required: bool = False,
+                          description: str | None = None,
+                          rules: dict[str, Any] | None = None) -> ParameterResponse:
+        body = {"notebook_id": notebook_id, "param_name": name, "param_type": type,
+                "default_value": default, "required": required, "description": description,
+                "validation_rules": rules}
+        return ParameterResponse.model_validate(
+            self._req("POST", "/db/parameters", json=body).json())
+
+    def parameters(self, notebook_id: int) -> list[ParameterResponse]:
+        return [ParameterResponse.model_validate(x)
+                for x in self._req("GET", f"/db/parameters/notebook/{notebook_id}").json()]
+
+    # -- executions ----------------------------------------------------------------------
+    def run(self, *, notebook_id: int | None = None, path: str | None = None,
+            parameters: dict[str, Any] | None = None,
+            timeout_seconds: int | None = None) -> ExecutionHistoryResponse:
+        body: dict[str, Any] = {"parameters": parameters or {}}
+        if notebook_id is not None:
+            body["notebook_id"] = notebook_id
+        if path is not None:
+            body["notebook_path"] = path
+        if timeout_seconds is not None:
+            body["timeout_seconds"] = timeout_seconds
+        res = ExecutionSubmitted.model_validate(
+            self._req("POST", "/db/executions", json=body).json())
+        return res.execution
+
+    def execution(self, execution_id: int) -> ExecutionHistoryResponse:
+        return ExecutionHistoryResponse.model_validate(
+            self._req("GET", f"/db/executions/{execution_id}").json())
+
+    def wait(self, execution_id: int, timeout: float = 3600.0,
+             poll: float = 0.1) -> ExecutionHistoryResponse:
+        deadline = time.monotonic() + timeout
+        while True:
+            ex = self.execution(execution_id)
+            if ex.status in TERMINAL:
+                return ex
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_id} still {ex.status}")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 2.0)
+
+    def cancel(self, execution_id: int) -> ExecutionHistoryResponse:
+        return ExecutionHistoryResponse.model_validate(
+            self._req("POST", f"/db/executions/{execution_id}/cancel").json())
+
+    def output(self, execution_id: int) -> bytes:
+        return self._req("GET", f"/db/executions/{execution_id}/output").content
+
+    def download_output(self, execution_id: int, dest: str | Path) -> Path:
+        p = Path(dest)
+        p.write_bytes(self.output(execution_id))
+        return p
+
+    def history(self, *, notebook_id: int | None = None, status: str | None = None,
+                skip: int = 0, limit: int = 100) -> list[ExecutionHistoryResponse]:
+        params: dict[str, Any] = {"skip": skip, "limit": limit}
+        if notebook_id is not None:
+            params["notebook_id"] = notebook_id
+        if status is not None:
+            params["status"] = status
+        return [ExecutionHistoryResponse.model_validate(x)
+                for x in self._req("GET", "/db/executions", params=params).json()]

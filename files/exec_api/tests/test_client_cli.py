@@ -1,0 +1,90 @@
+"""The typed client and the ``exec-api`` command line, against the real app over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import uvicorn
+from conftest import PKG
+from pg import free_port
+
+from app.client import ExecApiClient, ExecApiError
+
+
+@pytest.fixture(scope="module")
+def server(app_client):
+    # Serve the module's app (already started, with its worker) on a real port.
+    port = free_port()
+    cfg = uvicorn.Config(
+        app_client.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+    )
+    srv = uvicorn.Server(cfg)
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(timeout=10)
+
+
+def test_client_flow(server, user, tmp_path):
+    user.notebook("c.ipynb", "print(n + 1)", params="n = 1")
+    tok = user.headers["Authorization"].split()[1]
+    with ExecApiClient(server, tok) as api:
+        nb = api.register_notebook("c.ipynb", "c")
+        assert [p.param_name for p in nb.parameters] == ["n"]
+        api.declare_parameter(nb.id, "label", "str", default="x")
+        assert {p.param_name for p in api.parameters(nb.id)} == {"n", "label"}
+        ex = api.run(notebook_id=nb.id, parameters={"n": 41})
+        assert ex.status == "queued"
+        ex = api.wait(ex.id, timeout=60)
+        assert ex.status == "succeeded"
+        out = api.download_output(ex.id, tmp_path / "o.ipynb")
+        assert "42" in out.read_text()
+        assert [h.id for h in api.history(notebook_id=nb.id)] == [ex.id]
+        with pytest.raises(ExecApiError) as ei:
+            api.run(notebook_id=nb.id, parameters={"bogus": 1})
+        assert ei.value.status_code == 422 and ei.value.detail["parameter"] == "bogus"
+
+
+def test_cli(server, user, tmp_path):
+    user.notebook("cli.ipynb", "print(str(n) * 2)", params="n = 1")
+    tokfile = tmp_path / "tok"
+    tokfile.write_text(user.headers["Authorization"].split()[1])
+    env = {"EXEC_API_URL": server, "EXEC_API_TOKEN_FILE": str(tokfile), "PATH": "/usr/bin:/bin"}
+
+    def cli(*args):
+        r = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=PKG,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return r.returncode, r.stdout, r.stderr
+
+    code, out, err = cli("register", "cli.ipynb", "--name", "cli")
+    assert code == 0, err
+    nid = json.loads(out)["id"]
+    code, out, err = cli("declare", str(nid), "tag", "--type", "str", "--default", "t")
+    assert code == 0, err
+    code, out, err = cli(
+        "run", "--id", str(nid), "-p", "n=7", "--wait", "-o", str(tmp_path / "out.ipynb")
+    )
+    assert code == 0, err
+    ex = json.loads(out)
+    assert ex["status"] == "succeeded"
+    assert "77" in (tmp_path / "out.ipynb").read_text()
+    code, out, _ = cli("history")
+    assert [e["id"] for e in json.loads(out)] == [ex["id"]]
+    code, out, _ = cli("output", str(ex["id"]))
+    assert json.loads(out)["cells"]
+    code, _, err = cli("run", "--path", "../x.ipynb")
+    assert code == 2 and "400" in err
