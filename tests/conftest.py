@@ -1,0 +1,31 @@
+"""Shared helpers for the repository tests (controller side)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+
+
+def run(cmd: list[str], cwd: Path | str = ROOT, env: dict | None = None, timeout: int = 600):
+    full_env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def local_inventory(tmp_path: Path) -> Path:
+    """An inventory whose one host is this machine (local connection) in every service group."""
+    inv = tmp_path / "inventory"
+    inv.mkdir()
+    groups = ["postgresql", "keycloak", "exec_api", "jupyterhub", "superset", "nginx"]
+    text = "---\nall:\n  hosts:\n    local1:\n      ansible_connection: local\n" + (
+        "      ansible_python_interpreter: /usr/bin/python3\n  children:\n"
+    )
+    text += "".join(f"    {g}:\n      hosts:\n        local1:\n" for g in groups)
+    (inv / "hosts.yml").write_text(text)
+    return inv / "hosts.yml"
