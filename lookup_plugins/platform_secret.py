@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The platform's one secrets mechanism (see README.md, "Secrets")."""
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ description:
   - Returns C(platform_secrets[NAME]) when the operator set it (normally in an Ansible Vault file).
   - Otherwise reads C(platform_secrets_dir/NAME) on the controller, creating it on first use with a
     random value (directory 0700, file 0600). Re-runs reuse the file, so the value is stable.
-  - C(platform_secrets_dir) defaults to C(.secrets/) beside the inventory the host was defined in (a dot directory, so Ansible never reads it as inventory).
+  - C(platform_secrets_dir) defaults to C(.secrets/) beside the inventory the host was defined in
+    (a dot directory, so Ansible never reads it as inventory).
 options:
   _terms:
     description: Secret names (lowercase letters, digits, underscores).
@@ -23,13 +23,13 @@ options:
     default: 40
 """
 
-import os
-import re
-import secrets
-import string
+import os  # noqa: E402 - Ansible plugins keep DOCUMENTATION above the imports
+import re  # noqa: E402
+import secrets  # noqa: E402
+import string  # noqa: E402
 
-from ansible.errors import AnsibleError
-from ansible.plugins.lookup import LookupBase
+from ansible.errors import AnsibleError  # noqa: E402
+from ansible.plugins.lookup import LookupBase  # noqa: E402
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 ALPHABETS = {
@@ -70,7 +70,8 @@ class LookupModule(LookupBase):
             with open(path, encoding="utf-8") as f:
                 value = f.read().strip()
             if not value:
-                raise AnsibleError(f"secret file {path} is empty: delete it to generate a new value, or fill it")
+                msg = f"secret file {path} is empty: delete it to generate a new value, or fill it"
+                raise AnsibleError(msg) from None
             return value
         value = "".join(secrets.choice(ALPHABETS[kind]) for _ in range(length))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -83,5 +84,7 @@ class LookupModule(LookupBase):
             return os.path.expanduser(str(self._templar.template(configured)))
         inventory_dir = variables.get("inventory_dir")
         if not inventory_dir:
-            raise AnsibleError("platform_secret: set platform_secrets_dir (no inventory directory to keep secrets beside)")
+            raise AnsibleError(
+                "platform_secret: set platform_secrets_dir (no inventory directory to keep secrets beside)"
+            )
         return os.path.join(str(inventory_dir), ".secrets")

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
-
 from conftest import BIN, ROOT, run
 
 LOGS = ROOT / ".molecule-logs"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import BIN, ROOT, run
 
 GOOD = {"name": "svc", "owner": "svc", "password": "a-long-enough-password", "clients": ["127.0.0.1/32"]}
@@ -34,12 +33,9 @@ def test_valid_input_passes(tmp_path):
         ([{**GOOD, "password": "short"}], [], "12 characters or more"),
         ([{**GOOD, "clients": ["everyone"]}], [], "a list of CIDR addresses"),
         ([GOOD, {**GOOD, "name": "other"}], [], "each service needs its own database and its own owner"),
-        ([], [{"type": "host", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "md5"}],
-         "method"),
-        ([], [{"type": "host", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "trust"}],
-         "method"),
-        ([], [{"type": "local", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "reject"}],
-         "type"),
+        ([], [{"type": "host", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "md5"}], "method"),
+        ([], [{"type": "host", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "trust"}], "method"),
+        ([], [{"type": "local", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "reject"}], "type"),
     ],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, databases, hba, expect):

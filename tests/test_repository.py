@@ -7,7 +7,6 @@ import re
 
 import pytest
 import yaml
-
 from conftest import BIN, ROOT, run
 
 ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
@@ -84,7 +83,11 @@ def test_role_readme_documents_every_variable(role):
 
 def test_no_secret_has_a_default():
     bad = re.compile(r"(password|secret|token|key)\w*:\s*[\"']?(?!\{\{)[^\s\"'#\[{][^\n]*", re.I)
-    for f in [*ROOT.glob("roles/*/defaults/*.yml"), *ROOT.glob("roles/*/vars/*.yml"), *ROOT.glob("group_vars/**/*.yml")]:
+    for f in [
+        *ROOT.glob("roles/*/defaults/*.yml"),
+        *ROOT.glob("roles/*/vars/*.yml"),
+        *ROOT.glob("group_vars/**/*.yml"),
+    ]:
         for line in f.read_text().splitlines():
             if line.lstrip().startswith("#"):
                 continue

@@ -6,7 +6,6 @@ import stat
 from pathlib import Path
 
 import yaml
-
 from conftest import BIN, ROOT, run
 
 

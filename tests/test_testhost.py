@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run
 
 sys.path.insert(0, str(ROOT / "tools"))
-import testhost  # noqa: E402
+import testhost
 
 TH = [sys.executable, str(ROOT / "tools/testhost.py")]
 
@@ -49,7 +48,9 @@ def test_up_recovers_from_a_crashed_run_and_down_removes_only_its_own(tmp_path):
         # A second `up` without `down` is what follows a crashed run: it must stop the old machine.
         second = run([*TH, "up", scenario, "h1", "h2"], timeout=600)
         assert second.returncode == 0, second.stderr
-        assert not Path(f"/proc/{pid1}").exists() or not testhost.is_our_nspawn(pid1, state1["machines"]["h1"]["machine"])
+        assert not Path(f"/proc/{pid1}").exists() or not testhost.is_our_nspawn(
+            pid1, state1["machines"]["h1"]["machine"]
+        )
         hosts = {h["name"]: h for h in json.loads(second.stdout)}
         key = hosts["h1"]["identity_file"]
         # Every host resolves and reaches the others by name; each has its own hostname.

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, ROOT, run
 
 PLAYBOOK = str(BIN / "ansible-playbook")

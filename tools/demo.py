@@ -47,7 +47,7 @@ def up() -> None:
             "children": {g: {"hosts": {HOST: None}} for g in GROUPS},
         }
     }  # fmt: skip
-    (DEMO / "hosts.yml").write_text(json.dumps(inventory, indent=2) + "\n")
+    (DEMO / "hosts.yml").write_text("---\n" + json.dumps(inventory, indent=2) + "\n")
     booted = time.monotonic() - t0
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     sh([str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(DEMO / "hosts.yml"), str(ROOT / "site.yml")],
