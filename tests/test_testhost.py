@@ -38,9 +38,9 @@ def nat_rules() -> str:
 def test_up_recovers_from_a_crashed_run_and_down_removes_only_its_own(tmp_path):
     scenario = "harness-selftest"
     foreign_rule = ["POSTROUTING", "-s", "10.254.254.0/24", "-j", "RETURN", "-m", "comment", "--comment", "not-ours"]
-    subprocess.run(["iptables", "-t", "nat", "-A", *foreign_rule], check=True)
-    subprocess.run(["ip", "link", "add", "notours0", "type", "dummy"], check=True)
     try:
+        subprocess.run(["iptables", "-t", "nat", "-A", *foreign_rule], check=True)
+        subprocess.run(["ip", "link", "add", "notours0", "type", "bridge"], check=True)
         first = run([*TH, "up", scenario, "h1"], timeout=600)
         assert first.returncode == 0, first.stderr
         state1 = json.loads(run([*TH, "status", scenario]).stdout)
