@@ -45,8 +45,9 @@ def _print(obj: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="exec-api", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="exec-api", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--url", default=os.environ.get("EXEC_API_URL", DEFAULT_URL))
     ap.add_argument("--token-file", default=None)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -56,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--description")
     p.add_argument("--tag", action="append", dest="tags")
-    p.add_argument("--no-detect", action="store_true",
-                   help="do not declare the parameters of the 'parameters' cell")
+    p.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="do not declare the parameters of the 'parameters' cell",
+    )
 
     sub.add_parser("notebooks", help="list your registered notebooks")
 
@@ -67,20 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("declare", help="declare a parameter")
     p.add_argument("notebook_id", type=int)
     p.add_argument("name")
-    p.add_argument("--type", default="str",
-                   choices=["int", "float", "str", "bool", "list", "dict", "date", "datetime"])
+    p.add_argument(
+        "--type",
+        default="str",
+        choices=["int", "float", "str", "bool", "list", "dict", "date", "datetime"],
+    )
     p.add_argument("--default", type=_value, default=None, help="JSON (or a plain string)")
     p.add_argument("--required", action="store_true")
     p.add_argument("--description")
-    p.add_argument("--rules", type=json.loads, default=None,
-                   help='JSON, e.g. \'{"min": 1, "max": 10}\'')
+    p.add_argument(
+        "--rules", type=json.loads, default=None, help='JSON, e.g. \'{"min": 1, "max": 10}\''
+    )
 
     p = sub.add_parser("run", help="run a notebook (by id or by path)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--id", type=int, dest="notebook_id")
     g.add_argument("--path")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="VALUE is JSON if it parses, else a string")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="VALUE is JSON if it parses, else a string",
+    )
     p.add_argument("--params-json")
     p.add_argument("--timeout", type=int)
     p.add_argument("--wait", action="store_true", help="wait for the outcome")
@@ -111,20 +125,38 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, api: ExecApiClient) -> int:
     c = args.cmd
     if c == "register":
-        _print(api.register_notebook(args.path, args.name, description=args.description,
-                                     tags=args.tags, detect_parameters=not args.no_detect))
+        _print(
+            api.register_notebook(
+                args.path,
+                args.name,
+                description=args.description,
+                tags=args.tags,
+                detect_parameters=not args.no_detect,
+            )
+        )
     elif c == "notebooks":
         _print(api.notebooks())
     elif c == "params":
         _print(api.parameters(args.notebook_id))
     elif c == "declare":
-        _print(api.declare_parameter(args.notebook_id, args.name, args.type,
-                                     default=args.default, required=args.required,
-                                     description=args.description, rules=args.rules))
+        _print(
+            api.declare_parameter(
+                args.notebook_id,
+                args.name,
+                args.type,
+                default=args.default,
+                required=args.required,
+                description=args.description,
+                rules=args.rules,
+            )
+        )
     elif c == "run":
-        ex = api.run(notebook_id=args.notebook_id, path=args.path,
-                     parameters=_params(args.param, args.params_json),
-                     timeout_seconds=args.timeout)
+        ex = api.run(
+            notebook_id=args.notebook_id,
+            path=args.path,
+            parameters=_params(args.param, args.params_json),
+            timeout_seconds=args.timeout,
+        )
         if args.wait:
             ex = api.wait(ex.id)
             if args.output and ex.output_path:
@@ -146,8 +178,11 @@ def run(args: argparse.Namespace, api: ExecApiClient) -> int:
         else:
             sys.stdout.write(data.decode())
     elif c == "history":
-        _print(api.history(notebook_id=args.notebook_id, status=args.status, skip=args.skip,
-                           limit=args.limit))
+        _print(
+            api.history(
+                notebook_id=args.notebook_id, status=args.status, skip=args.skip, limit=args.limit
+            )
+        )
     return 0
 
 

@@ -53,13 +53,22 @@ def find_token(token: str | None = None) -> str:
     default = Path.home() / ".config" / "exec-api" / "token"
     if default.is_file():
         return default.read_text().strip()
-    raise ExecApiError(0, "no token: set EXEC_API_TOKEN or EXEC_API_TOKEN_FILE, or write it to "
-                          "~/.config/exec-api/token")
+    raise ExecApiError(
+        0,
+        "no token: set EXEC_API_TOKEN or EXEC_API_TOKEN_FILE, or write it to "
+        "~/.config/exec-api/token",
+    )
 
 
 class ExecApiClient:
-    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, *,
-                 timeout: float = 30.0, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
         self._own = http is None
         self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
         self.headers = {"Authorization": f"Bearer {find_token(token)}"}
@@ -71,8 +80,9 @@ class ExecApiClient:
     def __enter__(self) -> ExecApiClient:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -90,12 +100,21 @@ class ExecApiClient:
         return r
 
     # -- notebooks -----------------------------------------------------------------------
-    def register_notebook(self, file_path: str, name: str, *, description: str | None = None,
-                          tags: list[str] | None = None, detect_parameters: bool = True,
-                          parameters: list[dict[str, Any]] | None = None
-                          ) -> NotebookWithParameters:
-        body: dict[str, Any] = {"file_path": file_path, "name": name,
-                                "detect_parameters": detect_parameters}
+    def register_notebook(
+        self,
+        file_path: str,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        detect_parameters: bool = True,
+        parameters: list[dict[str, Any]] | None = None,
+    ) -> NotebookWithParameters:
+        body: dict[str, Any] = {
+            "file_path": file_path,
+            "name": name,
+            "detect_parameters": detect_parameters,
+        }
         if description is not None:
             body["description"] = description
         if tags is not None:
@@ -103,38 +122,62 @@ class ExecApiClient:
         if parameters is not None:
             body["parameters"] = parameters
         return NotebookWithParameters.model_validate(
-            self._req("POST", "/db/notebooks", json=body).json())
+            self._req("POST", "/db/notebooks", json=body).json()
+        )
 
     def notebooks(self) -> list[NotebookResponse]:
-        return [NotebookResponse.model_validate(x)
-                for x in self._req("GET", "/db/notebooks").json()]
+        return [
+            NotebookResponse.model_validate(x) for x in self._req("GET", "/db/notebooks").json()
+        ]
 
     def notebook(self, notebook_id: int) -> NotebookWithParameters:
         return NotebookWithParameters.model_validate(
-            self._req("GET", f"/db/notebooks/{notebook_id}").json())
+            self._req("GET", f"/db/notebooks/{notebook_id}").json()
+        )
 
     def delete_notebook(self, notebook_id: int) -> None:
         self._req("DELETE", f"/db/notebooks/{notebook_id}")
 
     # -- parameters ----------------------------------------------------------------------
-    def declare_parameter(self, notebook_id: int, name: str, type: str = "str", *,
-                          default: Any = None, required: bool = False,
-                          description: str | None = None,
-                          rules: dict[str, Any] | None = None) -> ParameterResponse:
-        body = {"notebook_id": notebook_id, "param_name": name, "param_type": type,
-                "default_value": default, "required": required, "description": description,
-                "validation_rules": rules}
+    def declare_parameter(
+        self,
+        notebook_id: int,
+        name: str,
+        type: str = "str",
+        *,
+        default: Any = None,
+        required: bool = False,
+        description: str | None = None,
+        rules: dict[str, Any] | None = None,
+    ) -> ParameterResponse:
+        body = {
+            "notebook_id": notebook_id,
+            "param_name": name,
+            "param_type": type,
+            "default_value": default,
+            "required": required,
+            "description": description,
+            "validation_rules": rules,
+        }
         return ParameterResponse.model_validate(
-            self._req("POST", "/db/parameters", json=body).json())
+            self._req("POST", "/db/parameters", json=body).json()
+        )
 
     def parameters(self, notebook_id: int) -> list[ParameterResponse]:
-        return [ParameterResponse.model_validate(x)
-                for x in self._req("GET", f"/db/parameters/notebook/{notebook_id}").json()]
+        return [
+            ParameterResponse.model_validate(x)
+            for x in self._req("GET", f"/db/parameters/notebook/{notebook_id}").json()
+        ]
 
     # -- executions ----------------------------------------------------------------------
-    def run(self, *, notebook_id: int | None = None, path: str | None = None,
-            parameters: dict[str, Any] | None = None,
-            timeout_seconds: int | None = None) -> ExecutionHistoryResponse:
+    def run(
+        self,
+        *,
+        notebook_id: int | None = None,
+        path: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        timeout_seconds: int | None = None,
+    ) -> ExecutionHistoryResponse:
         body: dict[str, Any] = {"parameters": parameters or {}}
         if notebook_id is not None:
             body["notebook_id"] = notebook_id
@@ -143,15 +186,18 @@ class ExecApiClient:
         if timeout_seconds is not None:
             body["timeout_seconds"] = timeout_seconds
         res = ExecutionSubmitted.model_validate(
-            self._req("POST", "/db/executions", json=body).json())
+            self._req("POST", "/db/executions", json=body).json()
+        )
         return res.execution
 
     def execution(self, execution_id: int) -> ExecutionHistoryResponse:
         return ExecutionHistoryResponse.model_validate(
-            self._req("GET", f"/db/executions/{execution_id}").json())
+            self._req("GET", f"/db/executions/{execution_id}").json()
+        )
 
-    def wait(self, execution_id: int, timeout: float = 3600.0,
-             poll: float = 0.1) -> ExecutionHistoryResponse:
+    def wait(
+        self, execution_id: int, timeout: float = 3600.0, poll: float = 0.1
+    ) -> ExecutionHistoryResponse:
         deadline = time.monotonic() + timeout
         while True:
             ex = self.execution(execution_id)
@@ -164,7 +210,8 @@ class ExecApiClient:
 
     def cancel(self, execution_id: int) -> ExecutionHistoryResponse:
         return ExecutionHistoryResponse.model_validate(
-            self._req("POST", f"/db/executions/{execution_id}/cancel").json())
+            self._req("POST", f"/db/executions/{execution_id}/cancel").json()
+        )
 
     def output(self, execution_id: int) -> bytes:
         return self._req("GET", f"/db/executions/{execution_id}/output").content
@@ -174,12 +221,20 @@ class ExecApiClient:
         p.write_bytes(self.output(execution_id))
         return p
 
-    def history(self, *, notebook_id: int | None = None, status: str | None = None,
-                skip: int = 0, limit: int = 100) -> list[ExecutionHistoryResponse]:
+    def history(
+        self,
+        *,
+        notebook_id: int | None = None,
+        status: str | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> list[ExecutionHistoryResponse]:
         params: dict[str, Any] = {"skip": skip, "limit": limit}
         if notebook_id is not None:
             params["notebook_id"] = notebook_id
         if status is not None:
             params["status"] = status
-        return [ExecutionHistoryResponse.model_validate(x)
-                for x in self._req("GET", "/db/executions", params=params).json()]
+        return [
+            ExecutionHistoryResponse.model_validate(x)
+            for x in self._req("GET", "/db/executions", params=params).json()
+        ]

@@ -25,6 +25,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         app.state.authenticator = Authenticator(settings)
         register_queue_collector()
         run_worker = settings.worker_embedded if start_worker is None else start_worker

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import nbformat
 from fastapi import Depends, HTTPException, status
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
-from app.core.db import get_db
+from app.core.db import get_db, get_sessionmaker
 from app.core.security import Principal, acting_user, current_user
 from app.models import Notebook, NotebookExecution, NotebookParameter
 from app.schemas import MAX_ID, NotebookResponse, NotebookWithParameters, ParameterResponse
@@ -21,9 +25,48 @@ from app.services import queue as q
 from app.services.paths import PathRefused, resolve_notebook, user_root
 
 DB = Annotated[Session, Depends(get_db)]
+
+
+def with_db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """Turn a blocking route ``fn(..., db: Session, ...)`` into an async route that runs
+    ``fn`` in one worker thread with a session opened and closed in that same thread.
+
+    So a request holds a pooled connection only while its own code runs: FastAPI's
+    response validation and the dependency clean-up, which need the event loop or another
+    thread, never wait while holding one (that pattern deadlocks a busy pool)."""
+    sig = inspect.signature(fn)
+    hints = get_type_hints(fn, include_extras=True)
+    params = [
+        p.replace(annotation=hints.get(name, p.annotation))
+        for name, p in sig.parameters.items()
+        if name != "db"
+    ]
+
+    @functools.wraps(fn)
+    async def route(*args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            with get_sessionmaker()() as db:
+                return fn(*args, db=db, **kwargs)
+
+        return await run_in_threadpool(call)
+
+    route.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=params, return_annotation=hints.get("return", sig.return_annotation)
+    )
+    del route.__wrapped__  # FastAPI must see the new signature, not fn's
+    return route
+
+
 User = Annotated[Principal, Depends(current_user)]
-Cfg = Annotated[Settings, Depends(get_settings)]
+
+
+async def settings_dep() -> Settings:
+    return get_settings()
+
+
+Cfg = Annotated[Settings, Depends(settings_dep)]
 IdPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+T = TypeVar("T")
 
 
 def not_found(what: str) -> HTTPException:

@@ -21,8 +21,13 @@ class Settings(BaseSettings):
     database_url: str = Field(
         description="SQLAlchemy URL, e.g. postgresql+psycopg://exec_api:PASSWORD@127.0.0.1/exec_api"
     )
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
+    db_pool_size: int = 20
+    db_max_overflow: int = 40
+    threadpool_size: int = Field(
+        default=40,
+        description="Threads for blocking request work; the DB pool must be larger "
+        "(db_pool_size + db_max_overflow > threadpool_size + worker_concurrency + 2)",
+    )
 
     # --- files ------------------------------------------------------------------------
     notebook_root_template: str = Field(
@@ -97,6 +102,16 @@ class Settings(BaseSettings):
             )
         if (self.oidc_issuer or self.oidc_jwks_url) and not self.oidc_audience:
             raise ValueError("EXEC_API_OIDC_AUDIENCE is required with OIDC")
+        if (
+            self.db_pool_size + self.db_max_overflow
+            <= self.threadpool_size + self.worker_concurrency + 2
+        ):
+            # Otherwise request threads can all wait for a connection held by sessions whose
+            # clean-up needs a thread: a deadlock until the pool timeout.
+            raise ValueError(
+                "EXEC_API_DB_POOL_SIZE + EXEC_API_DB_MAX_OVERFLOW must exceed "
+                "EXEC_API_THREADPOOL_SIZE + EXEC_API_WORKER_CONCURRENCY + 2"
+            )
         if "{username}" not in self.notebook_root_template:
             raise ValueError("EXEC_API_NOTEBOOK_ROOT_TEMPLATE must contain {username}")
         return self

@@ -55,6 +55,7 @@ class Authenticator:
         self._jwks = _JwksCache(jwks_url=settings.oidc_jwks_url)
         self._lock = threading.Lock()
         self._hub_cache: dict[str, tuple[float, Principal]] = {}
+        self._jwt_cache: dict[str, tuple[float, Principal, float]] = {}
         self._http = httpx.Client(timeout=settings.http_timeout_seconds, follow_redirects=False)
 
     # -- OIDC --------------------------------------------------------------------------
@@ -184,6 +185,37 @@ class Authenticator:
             self._hub_cache[h] = (now + self.s.auth_cache_seconds, p)
         return p
 
+    def authenticate_cached(self, token: str) -> Principal | None:
+        """Answer without any network I/O when possible (cached key / cached hub answer),
+        so the common case needs no thread hop; None means: call :meth:`authenticate`."""
+        oidc = bool(self.s.oidc_issuer or self.s.oidc_jwks_url)
+        if oidc and token.count(".") == 2:
+            try:
+                kid = str(jwt.get_unverified_header(token).get("kid") or "")
+            except jwt.PyJWTError as e:
+                raise AuthError("malformed token") from e
+            h = hashlib.sha256(token.encode()).hexdigest()
+            now = time.monotonic()
+            hit = self._jwt_cache.get(h)
+            if hit and hit[0] > now and hit[2] > time.time():
+                return hit[1]
+            fresh = now - self._jwks.fetched_at < self.s.jwks_cache_seconds
+            if fresh and kid in self._jwks.keys:
+                p = self.verify_jwt(token)
+                # Remember a verified token briefly (never past its own expiry).
+                exp = float(jwt.decode(token, options={"verify_signature": False}).get("exp", 0))
+                with self._lock:
+                    if len(self._jwt_cache) > 10000:
+                        self._jwt_cache.clear()
+                    self._jwt_cache[h] = (now + self.s.auth_cache_seconds, p, exp)
+                return p
+            return None
+        if self.s.jupyterhub_api_url:
+            hub_hit = self._hub_cache.get(hashlib.sha256(token.encode()).hexdigest())
+            if hub_hit and hub_hit[0] > time.monotonic():
+                return hub_hit[1]
+        return None
+
     def authenticate(self, token: str) -> Principal:
         oidc = bool(self.s.oidc_issuer or self.s.oidc_jwks_url)
         looks_jwt = token.count(".") == 2
@@ -207,7 +239,7 @@ def _claim_path(claims: dict[str, Any], path: str) -> Any:
 _bearer = HTTPBearer(auto_error=False, description="OIDC access token or JupyterHub API token")
 
 
-def get_authenticator(request: Request) -> Authenticator:
+async def get_authenticator(request: Request) -> Authenticator:
     auth: Authenticator | None = getattr(request.app.state, "authenticator", None)
     if auth is None:
         auth = Authenticator(get_settings())

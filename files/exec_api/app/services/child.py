@@ -44,7 +44,6 @@ def main() -> int:
         return 0
     inject(nb, job.get("parameters") or {}, job.get("types") or {})
     timeout = float(job.get("timeout") or 600)
-    deadline = time.monotonic() + timeout
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     km = KernelManager(transport="ipc", ip=f"/tmp/exec-api-kernel-{os.getpid()}")  # noqa: S108
     km.start_kernel(cwd=job.get("cwd") or None)
@@ -60,7 +59,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _term)
     try:
-        kc.wait_for_ready(timeout=min(60.0, timeout))
+        kc.wait_for_ready(timeout=60.0)
+        deadline = time.monotonic() + timeout  # the run's own time, from a ready kernel
         res = execute_notebook(nb, kernel, deadline=deadline, cwd=job.get("cwd"))
         _emit({"status": res.status, "error": res.error, "notebook": res.notebook})
     except Stopped:

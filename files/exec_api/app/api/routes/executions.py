@@ -9,7 +9,16 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
-from app.api.deps import DB, Cfg, IdPath, User, get_execution, get_notebook, submit_execution
+from app.api.deps import (
+    DB,
+    Cfg,
+    IdPath,
+    User,
+    get_execution,
+    get_notebook,
+    submit_execution,
+    with_db,
+)
 from app.core.security import acting_user
 from app.models import NotebookExecution
 from app.schemas import (
@@ -35,6 +44,7 @@ def submitted(ex: NotebookExecution) -> ExecutionSubmitted:
 
 
 @router.get("", response_model=list[ExecutionHistoryResponse])
+@with_db
 def list_executions(
     db: DB,
     user: User,
@@ -67,6 +77,7 @@ def list_executions(
 
 
 @router.post("", response_model=ExecutionSubmitted, status_code=status.HTTP_202_ACCEPTED)
+@with_db
 def submit(body: SubmitExecution, db: DB, cfg: Cfg, user: User) -> ExecutionSubmitted:
     """Queue an execution; returns at once with its id."""
     ex = submit_execution(
@@ -83,6 +94,7 @@ def submit(body: SubmitExecution, db: DB, cfg: Cfg, user: User) -> ExecutionSubm
 
 
 @router.get("/notebook/{notebook_id}", response_model=list[ExecutionHistoryResponse])
+@with_db
 def notebook_executions(
     notebook_id: IdPath,
     db: DB,
@@ -103,11 +115,13 @@ def notebook_executions(
 
 
 @router.get("/{execution_id}", response_model=ExecutionHistoryResponse)
+@with_db
 def read_execution(execution_id: IdPath, db: DB, user: User) -> NotebookExecution:
     return get_execution(db, user, execution_id)
 
 
 @router.post("/{execution_id}/cancel", response_model=ExecutionHistoryResponse)
+@with_db
 def cancel_execution(execution_id: IdPath, db: DB, user: User) -> NotebookExecution:
     """Cancel: a queued run is cancelled at once; a running one has its kernel (and all it
     started) killed by its worker.  Finished runs are left as they are (409)."""
@@ -122,6 +136,7 @@ def cancel_execution(execution_id: IdPath, db: DB, user: User) -> NotebookExecut
     response_class=FileResponse,
     responses={200: {"content": {"application/x-ipynb+json": {}}}},
 )
+@with_db
 def download_output(execution_id: IdPath, db: DB, cfg: Cfg, user: User) -> FileResponse:
     """The executed notebook (also for failed runs: it shows the failing cell)."""
     ex = get_execution(db, user, execution_id)

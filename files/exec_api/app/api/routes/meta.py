@@ -21,7 +21,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 @router.get("/")
-def root(user: User) -> dict[str, Any]:
+async def root(user: User) -> dict[str, Any]:
     """API info."""
     return {
         "service": "exec-api",
@@ -45,7 +45,7 @@ def root(user: User) -> dict[str, Any]:
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     """Liveness: the process answers (no token, no database)."""
     return {"status": "ok"}
 

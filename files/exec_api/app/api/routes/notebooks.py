@@ -18,6 +18,7 @@ from app.api.deps import (
     notebook_out,
     param_error,
     refuse_path,
+    with_db,
 )
 from app.core.security import acting_user
 from app.models import Notebook, NotebookParameter
@@ -46,6 +47,7 @@ def _conflict(e: IntegrityError) -> HTTPException:
 
 
 @router.get("", response_model=list[NotebookResponse])
+@with_db
 def list_notebooks(
     db: DB,
     cfg: Cfg,
@@ -62,6 +64,7 @@ def list_notebooks(
 
 
 @router.post("", response_model=NotebookWithParameters, status_code=status.HTTP_201_CREATED)
+@with_db
 def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> NotebookWithParameters:
     """Register a notebook of your notebook area (``file_path`` is relative to it).
 
@@ -140,6 +143,7 @@ def build_parameter(item: object) -> NotebookParameter:
 
 
 @router.get("/user/{username}", response_model=list[NotebookResponse])
+@with_db
 def user_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[NotebookResponse]:
     owner = acting_user(user, username)
     rows = db.execute(
@@ -149,11 +153,13 @@ def user_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[Not
 
 
 @router.get("/{notebook_id}", response_model=NotebookWithParameters)
+@with_db
 def read_notebook(notebook_id: IdPath, db: DB, cfg: Cfg, user: User) -> NotebookResponse:
     return notebook_out(cfg, get_notebook(db, user, notebook_id), with_params=True)
 
 
 @router.put("/{notebook_id}", response_model=NotebookResponse)
+@with_db
 def update_notebook(
     notebook_id: IdPath, body: NotebookUpdate, db: DB, cfg: Cfg, user: User
 ) -> NotebookResponse:
@@ -183,6 +189,7 @@ def update_notebook(
 
 
 @router.delete("/{notebook_id}", status_code=status.HTTP_204_NO_CONTENT)
+@with_db
 def delete_notebook(notebook_id: IdPath, db: DB, user: User) -> Response:
     """Delete a notebook: its parameters go with it; its executions stay (notebook_id NULL)."""
     nb = get_notebook(db, user, notebook_id)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import DB, IdPath, User, get_notebook, not_found, param_error
+from app.api.deps import DB, IdPath, User, get_notebook, not_found, param_error, with_db
 from app.api.routes.notebooks import build_parameter
 from app.core.security import Principal
 from app.models import NotebookParameter
@@ -37,6 +37,7 @@ def _get_param(db: DB, user: Principal, param_id: int) -> NotebookParameter:
 
 
 @router.post("", response_model=ParameterResponse, status_code=status.HTTP_201_CREATED)
+@with_db
 def create_parameter(body: ParameterCreate, db: DB, user: User) -> NotebookParameter:
     get_notebook(db, user, body.notebook_id)
     p = build_parameter(body)
@@ -56,6 +57,7 @@ def create_parameter(body: ParameterCreate, db: DB, user: User) -> NotebookParam
     response_model=list[ParameterResponse],
     status_code=status.HTTP_201_CREATED,
 )
+@with_db
 def create_parameters_bulk(
     notebook_id: IdPath, body: list[ParameterBulkItem], db: DB, user: User
 ) -> list[NotebookParameter]:
@@ -81,6 +83,7 @@ def create_parameters_bulk(
 
 
 @router.get("/notebook/{notebook_id}", response_model=list[ParameterResponse])
+@with_db
 def notebook_parameters(notebook_id: IdPath, db: DB, user: User) -> list[NotebookParameter]:
     get_notebook(db, user, notebook_id)
     return list(
@@ -93,11 +96,13 @@ def notebook_parameters(notebook_id: IdPath, db: DB, user: User) -> list[Noteboo
 
 
 @router.get("/{param_id}", response_model=ParameterResponse)
+@with_db
 def read_parameter(param_id: IdPath, db: DB, user: User) -> NotebookParameter:
     return _get_param(db, user, param_id)
 
 
 @router.put("/{param_id}", response_model=ParameterResponse)
+@with_db
 def update_parameter(
     param_id: IdPath, body: ParameterUpdate, db: DB, user: User
 ) -> NotebookParameter:
@@ -136,6 +141,7 @@ def update_parameter(
 
 
 @router.delete("/{param_id}", status_code=status.HTTP_204_NO_CONTENT)
+@with_db
 def delete_parameter(param_id: IdPath, db: DB, user: User) -> Response:
     p = _get_param(db, user, param_id)
     db.delete(p)
