@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     wait_max_seconds: float = 300.0
 
+    zygote_preload_file: str | None = Field(
+        default=None,
+        description="JSON list of extra modules the kernel fork server imports once "
+        "(e.g. numpy, pandas), read by the zygote process from the environment",
+    )
+
     # --- systemd runner ---------------------------------------------------------------
     systemd_run_path: str = "/usr/bin/systemd-run"
     systemctl_path: str = "/usr/bin/systemctl"
