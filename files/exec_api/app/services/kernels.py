@@ -79,12 +79,26 @@ class Kernel:
             os.unlink(self.connection_file)
 
 
+SECRET_ENV_PREFIXES = ("EXEC_API_", "JUPYTERHUB_", "PG", "DATABASE_URL")
+
+
+def kernel_env() -> dict[str, str]:
+    """The environment user code gets: the service's, minus its settings and secrets (the
+    database URL, probe token...), which notebooks must never be able to read."""
+    keep = {"EXEC_API_ZYGOTE_PRELOAD_FILE"}
+    env = {
+        k: v for k, v in os.environ.items() if k in keep or not k.startswith(SECRET_ENV_PREFIXES)
+    }
+    env.pop("JPY_PARENT_PID", None)
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return env
+
+
 class Zygote:
     """The fork server process and the pipe to it (one per pool)."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env.pop("JPY_PARENT_PID", None)
+        env = kernel_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.services.zygote"],
             stdin=subprocess.PIPE,

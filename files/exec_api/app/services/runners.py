@@ -34,7 +34,7 @@ import nbformat
 
 from app.core.config import Settings
 from app.services.executor import KernelDied, Stopped, execute_notebook
-from app.services.kernels import KernelPool, KernelStartError
+from app.services.kernels import KernelPool, KernelStartError, kernel_env
 from app.services.params import inject
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,7 @@ class SubprocessRunner:
             stderr=subprocess.PIPE,
             start_new_session=True,
             cwd=job.cwd,
+            env=kernel_env(),
         )
 
     def stop_child(self, job: Job, proc: subprocess.Popen[bytes]) -> None:

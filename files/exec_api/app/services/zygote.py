@@ -102,6 +102,7 @@ def _warm_up() -> None:
 def main() -> None:  # pragma: no cover - exercised through the kernel pool in tests
     # Warm up: the imports a kernel needs, done once.
     _warm_up()
+    os.environ.pop("EXEC_API_ZYGOTE_PRELOAD_FILE", None)
 
     signal.signal(signal.SIGCHLD, _reap)
     out = sys.stdout

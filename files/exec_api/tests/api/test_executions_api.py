@@ -371,3 +371,18 @@ def test_metrics_count_outcomes(app_client, user):
     m = app_client.get("/metrics", headers=user.headers).text
     assert 'exec_api_executions_total{status="succeeded"}' in m
     assert "exec_api_execution_duration_seconds_bucket" in m
+
+
+def test_notebooks_cannot_read_service_secrets(app_client, user):
+    assert os.environ.get("EXEC_API_DATABASE_URL")  # the service has it...
+    nid = _register(
+        app_client, user, "env.ipynb", "import os, json\nprint(json.dumps(sorted(os.environ)))"
+    )
+    eid = app_client.post("/db/executions", headers=user.headers, json={"notebook_id": nid}).json()[
+        "execution_id"
+    ]
+    assert wait_status(app_client, eid, user.headers)["status"] == "succeeded"
+    out = app_client.get(f"/db/executions/{eid}/output", headers=user.headers).json()
+    keys = json.loads(_text(out["cells"][-1]["outputs"][0]))
+    assert "PATH" in keys
+    assert not [k for k in keys if k.startswith(("EXEC_API_", "PG"))]  # ...the notebook not
