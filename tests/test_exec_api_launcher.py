@@ -1,0 +1,120 @@
+"""The root side of the exec API's launcher refuses everything but the API's own run requests."""
+
+from __future__ import annotations
+
+import grp
+import importlib.machinery
+import importlib.util
+import pwd
+
+import pytest
+from conftest import ROOT
+
+_path = str(ROOT / "roles/exec_api/files/exec_api_launcher.py")
+_loader = importlib.machinery.SourceFileLoader("exec_api_launcher", _path)
+launcher = importlib.util.module_from_spec(importlib.util.spec_from_loader("exec_api_launcher", _loader))
+_loader.exec_module(launcher)
+
+CFG = {
+    "client_user": "exec-api",
+    "users_group": "platform-users",
+    "min_uid": 1000,
+    "slice": "exec-api-runs.slice",
+    "systemd_run": "/usr/bin/systemd-run",
+    "systemctl": "/usr/bin/systemctl",
+    "child_command": ["/opt/exec-api/venv/bin/python", "-m", "app.services.child"],
+    "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode",
+                           "TimeoutStopSec", "NoNewPrivileges", "PrivateTmp", "ProtectSystem", "WorkingDirectory"],
+    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "NoNewPrivileges"],
+    "fixed_properties": {"KillMode": "control-group", "NoNewPrivileges": "yes"},
+}  # fmt: skip
+ALICE = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
+SVC = pwd.struct_passwd(("www-data", "x", 33, 33, "", "/var/www", "/usr/sbin/nologin"))
+USERS = {1001: ALICE, 33: SVC}
+
+
+@pytest.fixture(autouse=True)
+def fake_accounts(monkeypatch):
+    def getpwuid(uid):
+        return USERS[uid]
+
+    monkeypatch.setattr(launcher.pwd, "getpwuid", getpwuid)
+    monkeypatch.setattr(
+        launcher.grp, "getgrnam", lambda name: grp.struct_group((name, "x", 2000, ["alice", "www-data"]))
+    )
+
+
+def argv(uid=1001, gid=1001, home="/home/alice", user="alice", unit="exec-api-run-42-a1b2c3.service", props=None,
+         command=None, extra=()):  # fmt: skip
+    props = props if props is not None else [
+        "MemoryMax=2G", "MemorySwapMax=0", "CPUQuota=100%", "TasksMax=256", "RuntimeMaxSec=615",
+        "KillMode=control-group", "TimeoutStopSec=5", "NoNewPrivileges=yes", "PrivateTmp=yes",
+        "ProtectSystem=full", f"WorkingDirectory={home}/notebooks",
+    ]  # fmt: skip
+    out = [f"--unit={unit}", "--slice=exec-api-runs.slice", f"--uid={uid}", f"--gid={gid}", "--quiet", "--collect",
+           "--wait", "--pipe", "--service-type=exec", f"--setenv=HOME={home}", f"--setenv=USER={user}",
+           f"--setenv=LOGNAME={user}", "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1", *extra]  # fmt: skip
+    for p in props:
+        out += ["-p", p]
+    return [*out, "--", *(command or CFG["child_command"])]
+
+
+def test_the_apis_own_request_is_accepted():
+    a = argv()
+    assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
+
+
+@pytest.mark.parametrize(
+    ("request_argv", "reason"),
+    [
+        (argv(uid=0, gid=0, home="/root", user="root"), "not a user of this host"),
+        (argv(uid=33, gid=33, home="/var/www", user="www-data"), "not a platform user"),
+        (argv(command=["/bin/sh", "-c", "id"]), "is not the exec API's child command"),
+        (argv(unit="ssh.service"), "not one of the exec API's run units"),
+        (argv(extra=["-p", "User=root"]), "not allowed"),
+        (argv(extra=["--property=User=root"]), "not allowed"),
+        (argv(extra=["--setenv=LD_PRELOAD=/tmp/x.so"]), "not allowed"),
+        (argv(gid=0), "primary group"),
+        (argv(home="/root"), "HOME, USER and LOGNAME"),
+        (argv(props=["MemoryMax=2G"]), "required unit properties missing"),
+        (
+            argv(
+                props=[
+                    "MemoryMax=2G",
+                    "CPUQuota=1%",
+                    "TasksMax=1",
+                    "RuntimeMaxSec=1",
+                    "KillMode=none",
+                    "NoNewPrivileges=yes",
+                ]
+            ),
+            "KillMode must be control-group",
+        ),
+        (
+            argv(
+                props=[
+                    "MemoryMax=2G",
+                    "CPUQuota=1%",
+                    "TasksMax=1",
+                    "RuntimeMaxSec=1",
+                    "KillMode=control-group",
+                    "NoNewPrivileges=yes",
+                    "WorkingDirectory=/etc",
+                ]
+            ),
+            "inside the user's home",
+        ),
+        (argv()[:-4], "no command after --"),
+    ],
+)
+def test_anything_else_is_refused(request_argv, reason):
+    with pytest.raises(launcher.Refused, match=reason):
+        launcher.check_run(request_argv, CFG)
+
+
+def test_stop_only_the_apis_units():
+    assert launcher.check_stop(["stop", "--no-block", "exec-api-run-7-abcdef.service"], CFG)[0] == "/usr/bin/systemctl"
+    for bad in (["stop", "--no-block", "sshd.service"], ["kill", "exec-api-run-7-abcdef.service"],
+                ["stop", "exec-api-run-7-abcdef.service"]):  # fmt: skip
+        with pytest.raises(launcher.Refused):
+            launcher.check_stop(bad, CFG)
