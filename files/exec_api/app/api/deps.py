@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
-from app.core.db import get_db, get_sessionmaker
+from app.core.db import get_db, get_read_sessionmaker, get_sessionmaker
 from app.core.security import Principal, acting_user, current_user
 from app.models import Notebook, NotebookExecution, NotebookParameter
 from app.schemas import MAX_ID, NotebookResponse, NotebookWithParameters, ParameterResponse
@@ -27,13 +27,15 @@ from app.services.paths import PathRefused, resolve_notebook, user_root
 DB = Annotated[Session, Depends(get_db)]
 
 
-def with_db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+def with_db(fn: Callable[..., T], *, readonly: bool = False) -> Callable[..., Awaitable[T]]:
     """Turn a blocking route ``fn(..., db: Session, ...)`` into an async route that runs
     ``fn`` in one worker thread with a session opened and closed in that same thread.
 
     So a request holds a pooled connection only while its own code runs: FastAPI's
     response validation and the dependency clean-up, which need the event loop or another
-    thread, never wait while holding one (that pattern deadlocks a busy pool)."""
+    thread, never wait while holding one (that pattern deadlocks a busy pool).
+    ``readonly`` routes use autocommit sessions (no transaction round trips)."""
+    maker = get_read_sessionmaker if readonly else get_sessionmaker
     sig = inspect.signature(fn)
     hints = get_type_hints(fn, include_extras=True)
     params = [
@@ -45,7 +47,7 @@ def with_db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
     async def route(*args: Any, **kwargs: Any) -> T:
         def call() -> T:
-            with get_sessionmaker()() as db:
+            with maker()() as db:
                 return fn(*args, db=db, **kwargs)
 
         return await run_in_threadpool(call)
@@ -55,6 +57,11 @@ def with_db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     )
     del route.__wrapped__  # FastAPI must see the new signature, not fn's
     return route
+
+
+def with_db_read(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """:func:`with_db` for routes that only read."""
+    return with_db(fn, readonly=True)
 
 
 User = Annotated[Principal, Depends(current_user)]

@@ -34,6 +34,13 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False, future=True)
 
 
+@lru_cache(maxsize=1)
+def get_read_sessionmaker() -> sessionmaker[Session]:
+    """Sessions for read-only requests: autocommit, so no BEGIN/ROLLBACK round trips."""
+    eng = get_engine().execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(bind=eng, expire_on_commit=False, future=True)
+
+
 async def get_db() -> AsyncIterator[Session]:
     """FastAPI dependency: one session per request (used by sync endpoints, in threads).
 

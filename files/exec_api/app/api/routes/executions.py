@@ -18,6 +18,7 @@ from app.api.deps import (
     get_notebook,
     submit_execution,
     with_db,
+    with_db_read,
 )
 from app.core.security import acting_user
 from app.models import NotebookExecution
@@ -44,7 +45,7 @@ def submitted(ex: NotebookExecution) -> ExecutionSubmitted:
 
 
 @router.get("", response_model=list[ExecutionHistoryResponse])
-@with_db
+@with_db_read
 def list_executions(
     db: DB,
     user: User,
@@ -94,7 +95,7 @@ def submit(body: SubmitExecution, db: DB, cfg: Cfg, user: User) -> ExecutionSubm
 
 
 @router.get("/notebook/{notebook_id}", response_model=list[ExecutionHistoryResponse])
-@with_db
+@with_db_read
 def notebook_executions(
     notebook_id: IdPath,
     db: DB,
@@ -115,7 +116,7 @@ def notebook_executions(
 
 
 @router.get("/{execution_id}", response_model=ExecutionHistoryResponse)
-@with_db
+@with_db_read
 def read_execution(execution_id: IdPath, db: DB, user: User) -> NotebookExecution:
     return get_execution(db, user, execution_id)
 
@@ -136,7 +137,7 @@ def cancel_execution(execution_id: IdPath, db: DB, user: User) -> NotebookExecut
     response_class=FileResponse,
     responses={200: {"content": {"application/x-ipynb+json": {}}}},
 )
-@with_db
+@with_db_read
 def download_output(execution_id: IdPath, db: DB, cfg: Cfg, user: User) -> FileResponse:
     """The executed notebook (also for failed runs: it shows the failing cell)."""
     ex = get_execution(db, user, execution_id)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from app.api.deps import DB, Cfg, User, refuse_path, submit_execution, with_db
+from app.api.deps import DB, Cfg, User, refuse_path, submit_execution, with_db_read
 from app.api.routes.executions import submitted
 from app.core.config import Settings
 from app.core.db import get_sessionmaker
@@ -127,7 +127,7 @@ async def execute_notebook(
 
 
 @router.get("/list-notebooks/{username}", response_model=list[NotebookListEntry])
-@with_db
+@with_db_read
 def list_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[NotebookListEntry]:
     """The ``.ipynb`` files of a user's notebook area (symlinks are not followed)."""
     owner = acting_user(user, username)

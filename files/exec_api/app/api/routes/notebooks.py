@@ -19,6 +19,7 @@ from app.api.deps import (
     param_error,
     refuse_path,
     with_db,
+    with_db_read,
 )
 from app.core.security import acting_user
 from app.models import Notebook, NotebookParameter
@@ -47,7 +48,7 @@ def _conflict(e: IntegrityError) -> HTTPException:
 
 
 @router.get("", response_model=list[NotebookResponse])
-@with_db
+@with_db_read
 def list_notebooks(
     db: DB,
     cfg: Cfg,
@@ -143,7 +144,7 @@ def build_parameter(item: object) -> NotebookParameter:
 
 
 @router.get("/user/{username}", response_model=list[NotebookResponse])
-@with_db
+@with_db_read
 def user_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[NotebookResponse]:
     owner = acting_user(user, username)
     rows = db.execute(
@@ -153,7 +154,7 @@ def user_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[Not
 
 
 @router.get("/{notebook_id}", response_model=NotebookWithParameters)
-@with_db
+@with_db_read
 def read_notebook(notebook_id: IdPath, db: DB, cfg: Cfg, user: User) -> NotebookResponse:
     return notebook_out(cfg, get_notebook(db, user, notebook_id), with_params=True)
 

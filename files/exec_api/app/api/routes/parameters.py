@@ -6,7 +6,16 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import DB, IdPath, User, get_notebook, not_found, param_error, with_db
+from app.api.deps import (
+    DB,
+    IdPath,
+    User,
+    get_notebook,
+    not_found,
+    param_error,
+    with_db,
+    with_db_read,
+)
 from app.api.routes.notebooks import build_parameter
 from app.core.security import Principal
 from app.models import NotebookParameter
@@ -83,7 +92,7 @@ def create_parameters_bulk(
 
 
 @router.get("/notebook/{notebook_id}", response_model=list[ParameterResponse])
-@with_db
+@with_db_read
 def notebook_parameters(notebook_id: IdPath, db: DB, user: User) -> list[NotebookParameter]:
     get_notebook(db, user, notebook_id)
     return list(
@@ -96,7 +105,7 @@ def notebook_parameters(notebook_id: IdPath, db: DB, user: User) -> list[Noteboo
 
 
 @router.get("/{param_id}", response_model=ParameterResponse)
-@with_db
+@with_db_read
 def read_parameter(param_id: IdPath, db: DB, user: User) -> NotebookParameter:
     return _get_param(db, user, param_id)
 
