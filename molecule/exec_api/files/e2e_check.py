@@ -1,0 +1,180 @@
+#!/opt/exec-api/venv/bin/python
+"""End-to-end checks of the deployed exec API, run on the test host as root.
+
+Tokens are signed with the test key whose JWKS the API was configured with; the API verifies
+signature, issuer, audience and expiry as it would against the identity provider. Prints one
+line per check and exits non-zero on the first failure.
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import subprocess
+import sys
+import time
+
+import httpx
+import jwt
+
+API = "http://127.0.0.1:8000"
+with open("/srv/test-idp/key.pem") as f:
+    KEY = f.read()
+RUN_UNITS = "exec-api-run-*"
+
+PROBE = """import getpass, json, re, subprocess
+unit = re.search(r"(exec-api-run-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
+keys = "User,MemoryMax,CPUQuotaPerSecUSec,TasksMax,RuntimeMaxUSec,KillMode,NoNewPrivileges"
+props = subprocess.run(["systemctl", "show", unit, "-p", keys], capture_output=True, text=True).stdout
+print(json.dumps({"user": getpass.getuser(), "n": n, "unit": unit, "props": props}))"""
+
+
+def token(user: str, groups: list[str] | None = None, **over) -> str:
+    now = int(time.time())
+    claims = {"iss": "https://idp.test/", "aud": "exec-api", "sub": user, "preferred_username": user,
+              "groups": groups or [], "iat": now, "exp": now + 600, **over}  # fmt: skip
+    return jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "test"})
+
+
+def client(user: str) -> httpx.Client:
+    return httpx.Client(base_url=API, headers={"Authorization": f"Bearer {token(user)}"}, timeout=120)
+
+
+def check(name: str, ok: bool, detail: object = "") -> None:
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else f': {detail}'}", flush=True)
+    if not ok:
+        sys.exit(1)
+
+
+def notebook(path: str, cells: list[str], parameters: str = "n = 1") -> None:
+    nb = {
+        "cells": [{"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
+                   "outputs": [], "source": parameters}]
+        + [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [], "source": c}
+           for i, c in enumerate(cells)],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
+    owner = path.split("/")[2]
+    with open(path, "w") as f:
+        json.dump(nb, f)
+    subprocess.run(["chown", f"{owner}:{owner}", path], check=True)
+
+
+def units_started() -> int:
+    out = subprocess.run(["journalctl", "-u", "exec-api-launcher@*", "--no-pager", "-o", "cat"],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    return out.count("exec-api-launcher: run ")
+
+
+def wait_status(c: httpx.Client, eid: int, statuses: set[str], seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            ex = c.get(f"/db/executions/{eid}").json()
+            if ex.get("status") in statuses or time.monotonic() > deadline:
+                return ex
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.3)
+
+
+def memory_limits_enforced() -> bool:
+    """False on a host whose systemd cannot write the memory controller (nspawn on cgroup v1)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _dev, where, fstype, opts = line.split()[:4]
+            if fstype == "cgroup2" and where == "/sys/fs/cgroup":
+                return True
+            if fstype == "cgroup" and where.endswith("/memory"):
+                return "rw" in opts.split(",")
+    return False
+
+
+def main() -> None:
+    alice, bob = client("alice"), client("bob")
+    notebook("/home/alice/notebooks/probe.ipynb", [PROBE])
+    notebook("/home/alice/notebooks/sleep.ipynb", ["import time; time.sleep(n)"], "n = 60")
+    notebook("/home/alice/notebooks/hog.ipynb", ["x = bytearray(n * 1024 * 1024); x[::4096] = b'1' * len(x[::4096])"],
+             "n = 10")  # fmt: skip
+
+    check("liveness without a token", httpx.get(f"{API}/health").status_code == 200)
+    check("no token: 401", httpx.get(f"{API}/db/notebooks").status_code == 401)
+    expired = token("alice", exp=int(time.time()) - 3600)
+    r = httpx.get(f"{API}/db/notebooks", headers={"Authorization": f"Bearer {expired}"})
+    check("expired token: 401", r.status_code == 401, r.text)
+    wrong_aud = token("alice", aud="someone-else")
+    r = httpx.get(f"{API}/db/notebooks", headers={"Authorization": f"Bearer {wrong_aud}"})
+    check("token for another audience: 401", r.status_code == 401, r.text)
+    r = alice.get("/ready")
+    check("readiness with the database", r.status_code == 200 and "ready" in r.text, r.text)
+
+    for nb in alice.get("/db/notebooks/user/alice").json():  # a re-run of these checks starts clean
+        alice.delete(f"/db/notebooks/{nb['id']}")
+    r = alice.post("/db/notebooks", json={"name": "probe", "file_path": "probe.ipynb"})
+    check("alice registers a notebook in her area", r.status_code == 201, r.text)
+    nid = r.json()["id"]
+    check("its parameters cell was read", [p["param_name"] for p in r.json()["parameters"]] == ["n"], r.text)
+    r = alice.post("/execute-notebook", json={"notebook_id": nid, "parameters": {"n": 21}, "wait": True})
+    ex = r.json().get("execution", {})
+    check("the run succeeds", r.status_code == 200 and ex.get("status") == "succeeded", r.text)
+    out = alice.get(f"/db/executions/{ex['id']}/output")
+    check("its output notebook downloads", out.status_code == 200, out.status_code)
+    text = "".join("".join(o.get("text", "")) for c in out.json()["cells"] for o in c.get("outputs", []))
+    probe = json.loads(text.strip().splitlines()[-1])
+    props = dict(line.split("=", 1) for line in probe["props"].split("\n") if "=" in line)
+    alice_uid = str(pwd.getpwnam("alice").pw_uid)
+    check("it ran as alice", probe["user"] == "alice" and props.get("User") in ("alice", alice_uid), probe)
+    check("with the value passed as a parameter", probe["n"] == 21, probe)
+    check("in a transient unit with limits", props.get("MemoryMax") == str(2 * 1024**3)
+          and props.get("TasksMax") == "256" and props.get("CPUQuotaPerSecUSec") == "1s"
+          and props.get("KillMode") == "control-group" and props.get("NoNewPrivileges") == "yes", props)  # fmt: skip
+
+    r = bob.get(f"/db/notebooks/{nid}")
+    check("bob cannot see alice's notebook", r.status_code in (403, 404), r.status_code)
+    r = bob.post("/execute-notebook", json={"notebook_id": nid})
+    check("bob cannot run it", r.status_code in (403, 404), r.status_code)
+    r = bob.get(f"/db/executions/{ex['id']}")
+    check("bob cannot see alice's execution", r.status_code in (403, 404), r.status_code)
+
+    before_units = units_started()
+    before_count = len(alice.get("/db/executions", params={"limit": 1000}).json())
+    for bad in ("/etc/passwd", "../bob/x.ipynb", "https://example.org/x.ipynb", "s3://bucket/x.ipynb"):
+        r = alice.post("/execute", json={"path": bad, "wait": True})
+        check(f"path {bad!r} refused with 4xx", 400 <= r.status_code < 500, r.status_code)
+    after = alice.get("/db/executions", params={"limit": 1000}).json()
+    check("nothing recorded for refused paths", len(after) == before_count, after)
+    check("no unit started for refused paths", units_started() == before_units)
+
+    if memory_limits_enforced():
+        r = alice.post("/execute", json={"path": "hog.ipynb", "params": {"n": 3000}, "wait": True})
+        check(
+            "a run over its memory limit ends failed", r.json().get("execution", {}).get("status") == "failed", r.text
+        )
+    else:
+        print(
+            "skip a run over its memory limit: this host's memory cgroup controller is read-only (a systemd-nspawn "
+            "machine on a cgroup-v1 host), so MemoryMax is recorded on the unit but not enforced",
+            flush=True,
+        )
+    r = alice.post("/execute", json={"path": "sleep.ipynb", "params": {"n": 60}, "wait": True, "timeout_seconds": 3})
+    check("a run over its time limit ends timed_out", r.json().get("execution", {}).get("status") == "timed_out",
+          r.text)  # fmt: skip
+    check("the service is still healthy", httpx.get(f"{API}/health").status_code == 200)
+
+    r = alice.post("/execute", json={"path": "sleep.ipynb", "params": {"n": 30}})
+    eid = r.json()["execution_id"]
+    ex = wait_status(alice, eid, {"running"}, 30)
+    check("a long run is running", ex.get("status") == "running", ex)
+    subprocess.run(["systemctl", "kill", "-s", "KILL", "exec-api.service"], check=True)
+    time.sleep(1)
+    ex = wait_status(alice, eid, {"failed", "succeeded", "queued"}, 90)
+    check("after kill -9 and restart it is not left running", ex.get("status") in {"failed", "succeeded", "queued"},
+          ex)  # fmt: skip
+    check("the service came back", httpx.get(f"{API}/health").status_code == 200)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
