@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 SCENARIO = "demo"
 HOST = "demo1"
+DOMAIN = "platform.test"
 GROUPS = ["postgresql", "keycloak", "exec_api", "jupyterhub", "superset", "nginx"]
 # Units the platform's roles install; the summary lists those present on the host.
-UNITS = ["postgresql@15-main", "keycloak", "exec-api", "jupyterhub", "superset", "nginx"]
+WEB = ["api"]  # the web services deployed so far, each at https://<label>.<domain>
+UNITS = ["postgresql@15-main", "keycloak", "exec-api", "jupyterhub", "superset", "nginx", "exec-api-launcher.socket"]
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -32,7 +34,8 @@ def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def up() -> None:
     t0 = time.monotonic()
-    hosts = json.loads(sh([sys.executable, str(ROOT / "tools/testhost.py"), "up", SCENARIO, HOST],
+    names = ",".join(f"{label}.{DOMAIN}" for label in WEB)
+    hosts = json.loads(sh([sys.executable, str(ROOT / "tools/testhost.py"), "up", SCENARIO, f"{HOST}={names}"],
                           stdout=subprocess.PIPE).stdout)  # fmt: skip
     host = hosts[0]
     DEMO.mkdir(exist_ok=True)
@@ -44,6 +47,7 @@ def up() -> None:
                 "ansible_ssh_private_key_file": host["identity_file"],
                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
             }},
+            "vars": {"platform_domain": DOMAIN},
             "children": {g: {"hosts": {HOST: None}} for g in GROUPS},
         }
     }  # fmt: skip
@@ -71,6 +75,17 @@ Services:""")
     for unit, state in zip(UNITS, states, strict=False):
         if state != "inactive" or unit.startswith("postgresql"):
             print(f"  {unit:20} {state}")
+    ca = DEMO / ".secrets/platform-ca.crt"
+    print("\nWeb (through nginx, TLS from the install's private CA):")
+    for label in WEB:
+        print(
+            f"  https://{label}.{DOMAIN}/   e.g. curl --cacert {ca} --resolve {label}.{DOMAIN}:443:{host['address']} "
+            f"https://{label}.{DOMAIN}/health"
+        )
+    print(
+        f"  CA certificate for browsers: {ca}; add '{host['address']} {' '.join(f'{w}.{DOMAIN}' for w in WEB)}'"
+        " to /etc/hosts to browse"
+    )
     print(f"\n  PostgreSQL listens on 127.0.0.1:5432 and [::1]:5432 of the host; databases: {', '.join(dbs)}")
     print("  (each owned by its own login role; passwords in .demo/.secrets/postgresql_<db>_password)")
     print("\nDestroy it with: make demo-destroy")
