@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -517,6 +518,7 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
     t, r, c, p = (
         results["exec_api_throughput"],
         results["exec_api_ready_kernel"],

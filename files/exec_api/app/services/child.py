@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -45,7 +47,8 @@ def main() -> int:
     inject(nb, job.get("parameters") or {}, job.get("types") or {})
     timeout = float(job.get("timeout") or 600)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    km = KernelManager(transport="ipc", ip=f"/tmp/exec-api-kernel-{os.getpid()}")  # noqa: S108
+    sockdir = tempfile.mkdtemp(prefix="exec-api-kernel-")  # private (0700) ipc sockets
+    km = KernelManager(transport="ipc", ip=os.path.join(sockdir, "k"))
     km.start_kernel(cwd=job.get("cwd") or None)
     proc = getattr(km.provisioner, "process", None)
     pid = int(proc.pid) if proc is not None else -1
@@ -55,6 +58,7 @@ def main() -> int:
 
     def _term(*_: Any) -> None:
         kernel.kill()
+        shutil.rmtree(sockdir, ignore_errors=True)
         os._exit(143)
 
     signal.signal(signal.SIGTERM, _term)
@@ -94,6 +98,7 @@ def main() -> int:
         kernel.kill()
         kc.stop_channels()
         km.cleanup_resources()
+        shutil.rmtree(sockdir, ignore_errors=True)
     return 0
 
 

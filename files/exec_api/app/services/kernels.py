@@ -144,13 +144,32 @@ class Zygote:
             self.proc.wait()
 
 
+def _sweep_stale_dirs() -> None:
+    """Remove socket directories left by pools whose process died (e.g. kill -9)."""
+    base = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            if not name.startswith("exec-api-kernels-"):
+                continue
+            pid_s = name[len("exec-api-kernels-") :].split("-", 1)[0]
+            if not pid_s.isdigit():
+                continue
+            try:
+                os.kill(int(pid_s), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            except PermissionError:
+                continue
+
+
 class KernelPool:
     """Keeps ``size`` ready kernels; :meth:`acquire` hands one out and a refill starts."""
 
     def __init__(self, size: int = 2, start_timeout: float = 30.0) -> None:
         self.size = max(0, size)
         self.start_timeout = start_timeout
-        self._dir = tempfile.mkdtemp(prefix="exec-api-kernels-")
+        _sweep_stale_dirs()
+        self._dir = tempfile.mkdtemp(prefix=f"exec-api-kernels-{os.getpid()}-")
         os.chmod(self._dir, 0o700)
         self._ready: deque[Kernel] = deque()
         self._cond = threading.Condition()

@@ -142,3 +142,48 @@ def test_settings_require_database_url_and_auth(monkeypatch):
         Settings(
             database_url="postgresql+psycopg://x@y/z", oidc_issuer="http://x", oidc_audience=None
         )
+
+
+def test_explicit_jwks_url_and_key_rotation(idp):
+    from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
+
+    from app.core.config import Settings
+    from app.core.security import Authenticator, AuthError
+
+    s = Settings(
+        database_url="postgresql+psycopg://x@y/z",
+        oidc_issuer=idp.issuer,
+        oidc_audience="exec-api",
+        oidc_jwks_url=idp.base + "/jwks",
+    )
+    auth = Authenticator(s)
+    assert auth.authenticate(idp.token("dora", ["g1"])).username == "dora"
+    # the IdP rotates to a new key (new kid): the next token triggers a JWKS refetch
+    old_key, old_kid = idp.key, idp.kid
+    idp.key = _rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    idp.kid = "test-key-2"
+    auth._jwks.fetched_at -= 60  # past the refetch back-off
+    try:
+        assert auth.authenticate(idp.token("dora")).username == "dora"
+        with pytest.raises(AuthError):  # the old key is gone from the JWKS
+            auth.authenticate(idp.token("dora", key=old_key, kid=old_kid))
+    finally:
+        idp.key, idp.kid = old_key, old_kid
+
+
+def test_hub_answers_are_cached(idp):
+    from app.core.config import Settings
+    from app.core.security import Authenticator
+
+    s = Settings(
+        database_url="postgresql+psycopg://x@y/z",
+        oidc_issuer=None,
+        jupyterhub_api_url=idp.base + "/hub/api",
+    )
+    auth = Authenticator(s)
+    idp.hub_tokens["hubtok-erin"] = {"kind": "user", "name": "erin", "admin": True, "groups": []}
+    before = idp.requests
+    for _ in range(5):
+        p = auth.authenticate("hubtok-erin")
+    assert p.username == "erin" and p.is_admin
+    assert idp.requests - before == 1
