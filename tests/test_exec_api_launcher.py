@@ -28,6 +28,8 @@ CFG = {
     "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "NoNewPrivileges"],
     "fixed_properties": {"KillMode": "control-group", "NoNewPrivileges": "yes"},
 }  # fmt: skip
+# Every required limit but KillMode, which the cases below vary.
+LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "RuntimeMaxSec=1", "NoNewPrivileges=yes"]
 ALICE = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
 SVC = pwd.struct_passwd(("www-data", "x", 33, 33, "", "/var/www", "/usr/sbin/nologin"))
 USERS = {1001: ALICE, 33: SVC}
@@ -77,33 +79,8 @@ def test_the_apis_own_request_is_accepted():
         (argv(gid=0), "primary group"),
         (argv(home="/root"), "HOME, USER and LOGNAME"),
         (argv(props=["MemoryMax=2G"]), "required unit properties missing"),
-        (
-            argv(
-                props=[
-                    "MemoryMax=2G",
-                    "CPUQuota=1%",
-                    "TasksMax=1",
-                    "RuntimeMaxSec=1",
-                    "KillMode=none",
-                    "NoNewPrivileges=yes",
-                ]
-            ),
-            "KillMode must be control-group",
-        ),
-        (
-            argv(
-                props=[
-                    "MemoryMax=2G",
-                    "CPUQuota=1%",
-                    "TasksMax=1",
-                    "RuntimeMaxSec=1",
-                    "KillMode=control-group",
-                    "NoNewPrivileges=yes",
-                    "WorkingDirectory=/etc",
-                ]
-            ),
-            "inside the user's home",
-        ),
+        (argv(props=[*LIMITS, "KillMode=none"]), "KillMode must be control-group"),
+        (argv(props=[*LIMITS, "KillMode=control-group", "WorkingDirectory=/etc"]), "inside the user's home"),
         (argv()[:-4], "no command after --"),
     ],
 )
