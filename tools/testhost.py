@@ -203,26 +203,59 @@ def nat_rule(subnet: str, scenario: str) -> list[str]:
     ]  # fmt: skip
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def down(scenario: str) -> None:
     state = load_state(scenario)
     if state is None:
         log(f"{scenario}: nothing recorded, nothing to stop")
         return
+    logs = STATE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     for name, m in state.get("machines", {}).items():
         pid = m.get("pid")
         if pid and is_our_nspawn(pid, m["machine"]):
+            inits = children(pid)  # the machine's PID 1: it must not outlive nspawn
             log(f"{scenario}: stopping {name} (pid {pid})")
             os.kill(pid, signal.SIGTERM)
-            for _ in range(300):
-                if not is_our_nspawn(pid, m["machine"]):
-                    break
-                time.sleep(0.1)
-            else:
+            if not wait_gone(pid, 30):
                 log(f"{scenario}: {name} did not halt in 30 s, killing it")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, 10)
+            for init in inits:
+                if Path(f"/proc/{init}").exists():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(init, signal.SIGKILL)  # ends the machine's whole PID namespace
+                    wait_gone(init, 10)
+        console = scenario_dir(scenario) / f"{name}.console.log"
+        if console.exists():  # kept for reading after a failed run
+            shutil.copy(console, logs / f"{scenario}-{name}.console.log")
         if m.get("dir"):
             shutil.rmtree(m["dir"], ignore_errors=True)
+    for veth in state.get("veths", []):  # gone with the machines' namespaces; remove a straggler
+        for _ in range(50):
+            if run(["ip", "link", "show", veth], check=False, capture_output=True).returncode != 0:
+                break
+            time.sleep(0.1)
+        else:
+            run(["ip", "link", "del", veth], check=False, capture_output=True)
     if state.get("bridge") and state.get("bridge_created"):
         run(["ip", "link", "del", state["bridge"]], check=False, stderr=subprocess.DEVNULL)
     if state.get("subnet"):
@@ -295,6 +328,7 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
     root = ensure_root()
     sdir = scenario_dir(scenario)
     sdir.mkdir(parents=True, exist_ok=True)
+    (STATE / "logs").mkdir(exist_ok=True)
     net = pick_subnet(scenario)
     bridge = f"dptb-{short(scenario, 'bridge')}"
     state: dict = {"scenario": scenario, "subnet": str(net), "bridge": bridge, "machines": {}}
@@ -349,10 +383,13 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
                 break
             pid = state["machines"][host]["pid"]
             if not is_our_nspawn(pid, state["machines"][host]["machine"]):
-                die(f"{host} exited while booting: see {sdir / (host + '.console.log')}")
+                shutil.copy(sdir / f"{host}.console.log", STATE / "logs" / f"{scenario}-{host}.console.log")
+                die(f"{host} exited while booting: see {STATE / 'logs' / f'{scenario}-{host}.console.log'}")
             if time.monotonic() > deadline:
                 die(f"{host} not reachable over SSH after {BOOT_TIMEOUT} s: see {sdir / (host + '.console.log')}")
             time.sleep(0.5)
+        links = run(["ip", "-o", "link", "show", "master", bridge], capture_output=True).stdout
+        state["veths"] = sorted({line.split(":")[1].strip().split("@")[0] for line in links.splitlines()})
         if r.stdout.strip() == "degraded":
             failed = ssh_ok(key, addr, "systemctl --failed --no-legend --plain").stdout
             log(f"{host}: booted degraded, failed units:\n{failed}")
