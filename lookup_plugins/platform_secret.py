@@ -21,6 +21,15 @@ options:
   length:
     description: Number of characters of a generated secret.
     default: 40
+  generate:
+    description:
+      - When false, a missing secret is an error instead of being generated (for values another
+        system issues, such as an external OpenID provider's client secrets).
+    type: bool
+    default: true
+  hint:
+    description: Said in the error when a secret that is not generated is missing.
+    default: ""
 """
 
 import os  # noqa: E402 - Ansible plugins keep DOCUMENTATION above the imports
@@ -43,6 +52,8 @@ class LookupModule(LookupBase):
         self.set_options(var_options=variables, direct=kwargs)
         kind = self.get_option("kind")
         length = int(self.get_option("length"))
+        generate = self.get_option("generate")
+        hint = self.get_option("hint")
         if kind not in ALPHABETS:
             raise AnsibleError(f"platform_secret: kind={kind!r} is unknown; use one of {sorted(ALPHABETS)}")
         if length < 16:
@@ -51,9 +62,9 @@ class LookupModule(LookupBase):
         vaulted = self._templar.template(variables.get("platform_secrets", {})) or {}
         if not isinstance(vaulted, dict):
             raise AnsibleError("platform_secrets must be a mapping of secret name to value (see README.md, Secrets)")
-        return [self._one(name, vaulted, variables, kind, length) for name in terms]
+        return [self._one(name, vaulted, variables, kind, length, generate, hint) for name in terms]
 
-    def _one(self, name, vaulted, variables, kind, length):
+    def _one(self, name, vaulted, variables, kind, length, generate=True, hint=""):
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise AnsibleError(f"platform_secret: {name!r} is not a valid secret name (lowercase, digits, '_')")
         if name in vaulted:
@@ -63,6 +74,11 @@ class LookupModule(LookupBase):
             return value
         directory = self._secrets_dir(variables)
         path = os.path.join(directory, name)
+        if not generate and not os.path.exists(path):
+            raise AnsibleError(
+                f"secret {name!r} is not set and is not generated here{': ' + hint if hint else ''}. "
+                f"Set platform_secrets.{name} in the inventory's vault, or write the value to {path} (mode 0600)."
+            )
         os.makedirs(directory, mode=0o700, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

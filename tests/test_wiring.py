@@ -8,6 +8,7 @@ without it. These runs use a local-connection host and only the tasks tagged `al
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -55,3 +56,55 @@ def test_external_identity_provider_drops_the_keycloak_database(local_inventory)
                "-e", "identity_provider=external"])  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:]
     assert "wiring: postgresql databases exec_api,jupyterhub,superset" in out.stdout
+
+
+def render(inventory: Path, expr: str, *extra: str):
+    """Render one expression of the wiring for the inventory's host: (value or None, log)."""
+    play, result = inventory.parent / "render.yml", inventory.parent / "rendered.json"
+    result.unlink(missing_ok=True)
+    play.write_text(
+        "- hosts: local1\n  gather_facts: false\n"
+        f"  vars_files: ['{ROOT / 'group_vars/all/wiring.yml'}']\n"
+        "  tasks:\n    - ansible.builtin.copy:\n"
+        f"        dest: {result}\n        mode: '0600'\n"
+        f"        content: \"{{{{ ({expr}) | to_json }}}}\"\n"
+    )
+    out = run([PLAYBOOK, "-i", str(inventory), str(play), *extra])
+    if out.returncode != 0:
+        return None, out.stdout + out.stderr
+    return json.loads(result.read_text()), out.stdout
+
+
+def test_oidc_clients_come_from_one_place(local_inventory):
+    clients, log = render(local_inventory, "platform_oidc_client", "-e", "platform_domain=example.org")
+    assert clients is not None, log[-3000:]
+    assert set(clients) == {"jupyterhub", "superset", "exec_api"}
+    hub = clients["jupyterhub"]
+    assert hub["client_id"] == "jupyterhub"
+    assert hub["redirect_uris"] == ["https://hub.example.org/hub/oauth_callback"]  # exact, no wildcard
+    assert all("*" not in u for c in clients.values() for u in c["redirect_uris"] + c["post_logout_redirect_uris"])
+    assert len({c["client_secret"] for c in clients.values()}) == 3  # generated, one per client
+    assert clients["exec_api"]["audience"] == "exec-api"
+    # Generated once, reused: a second rendering gives the same secrets.
+    again, _ = render(local_inventory, "platform_oidc_client", "-e", "platform_domain=example.org")
+    assert again == clients
+    oidc, _ = render(local_inventory, "platform_oidc", "-e", "platform_domain=example.org")
+    assert oidc["issuer"] == "https://auth.example.org/realms/platform"
+    assert oidc["endpoints"]["end_session"].endswith("/protocol/openid-connect/logout")
+    assert oidc["groups"] == ["platform-admins", "platform-users"]
+
+
+def test_external_provider_client_secrets_are_never_generated(local_inventory):
+    ext = ["-e", "identity_provider=external", "-e", "platform_oidc_issuer=https://login.example.org/"]
+    clients, log = render(local_inventory, "platform_oidc_client", *ext)
+    assert clients is None
+    assert "platform_secrets.oidc_jupyterhub_client_secret" in log
+    assert "identity_provider is external" in log
+    assert not (local_inventory.parent / ".secrets/oidc_jupyterhub_client_secret").exists()
+    secrets = '{"platform_secrets": {"oidc_jupyterhub_client_secret": "a", "oidc_superset_client_secret": "b",' \
+        ' "oidc_exec_api_client_secret": "c"}, "platform_oidc_client_ids": {"superset": "bi-tool"}}'
+    clients, log = render(local_inventory, "[platform_oidc_client, platform_oidc.issuer]", *ext, "-e", secrets)
+    assert clients is not None, log[-3000:]
+    assert clients[0]["superset"]["client_id"] == "bi-tool"
+    assert clients[0]["jupyterhub"]["client_secret"] == "a"
+    assert clients[1] == "https://login.example.org"
