@@ -1,0 +1,200 @@
+"""The keycloak role, checked on the controller (no test host, no Keycloak archive needed).
+
+- every key of the rendered keycloak.conf is an option Keycloak knows (tests/data/keycloak_options.txt,
+  taken from Keycloak's own option classes);
+- the rendered unit passes `systemd-analyze verify` and scores at most 4.0 in
+  `systemd-analyze security --offline`;
+- the realm, clients, groups and users the role hands to the keycloak_* modules are built from the
+  wiring as promised (exact redirect URIs, PKCE S256, secrets, audience mapper, groups scope);
+- without a verifiable release the role stops with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, ROOT, run
+
+PLAYBOOK = str(BIN / "ansible-playbook")
+ROLE = ROOT / "roles/keycloak"
+OPTIONS = {
+    line.strip()
+    for line in (ROOT / "tests/data/keycloak_options.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
+USERS = [
+    {"username": "ada", "email": "ada@example.org", "first_name": "Ada", "last_name": "L",
+     "groups": ["platform-admins", "platform-users"]},
+    {"username": "bob-b", "email": "bob@example.org", "groups": ["platform-users"]},
+]  # fmt: skip
+
+
+def render_role(inventory: Path, out: Path, *extra: str):
+    """Render the role's templates and data for the inventory's host as the platform would."""
+    out.mkdir(parents=True, exist_ok=True)
+    play = inventory.parent / "render_keycloak.yml"
+    # Precedence as in a run: role defaults < wiring (playbook group_vars) < role vars.
+    data = ("{{ {'clients': __keycloak_client_data, 'scope': __keycloak_groups_scope, 'groups': keycloak_groups,"
+            " 'users': __keycloak_user_data, 'build': __keycloak_build_options, 'oidc': platform_oidc_client,"
+            " 'realm': keycloak_realm, 'home': __keycloak_home} | to_json }}")  # fmt: skip
+    tasks = [
+        {"ansible.builtin.template": {"src": f"{ROLE}/templates/{name}.j2", "dest": f"{out}/{name}", "mode": "0600"}}
+        for name in ["keycloak.conf", "keycloak.service"]
+    ]
+    tasks.append({"ansible.builtin.copy": {"dest": f"{out}/data.json", "mode": "0600", "content": data}})
+    vars_files = [f"{ROLE}/defaults/main.yml", f"{ROOT}/group_vars/all/wiring.yml", f"{ROLE}/vars/main.yml"]
+    play.write_text(yaml.safe_dump([{"hosts": "local1", "gather_facts": False, "vars_files": vars_files,
+                                     "tasks": tasks}]))  # fmt: skip
+    result = run([PLAYBOOK, "-i", str(inventory), str(play), *extra])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return json.loads((out / "data.json").read_text())
+
+
+@pytest.fixture
+def rendered(local_inventory, tmp_path):
+    users = json.dumps({"platform_users": USERS})
+    base = tmp_path / "opt"
+    data = render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", users,
+                       "-e", f"keycloak_base_dir={base}")  # fmt: skip
+    return tmp_path / "out", data
+
+
+def conf_items(text: str) -> dict[str, str]:
+    items = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"not key=value: {line!r}"
+            items[key.strip()] = value.strip()
+    return items
+
+
+def test_every_conf_key_is_a_known_option(rendered):
+    out, _ = rendered
+    conf = conf_items((out / "keycloak.conf").read_text())
+    unknown = set(conf) - OPTIONS
+    assert not unknown, f"keycloak.conf keys Keycloak does not know: {unknown}"
+    assert conf["db"] == "postgres"
+    assert conf["db-url"] == "jdbc:postgresql://127.0.0.1:5432/keycloak"
+    assert conf["hostname"] == "https://auth.example.org"
+    assert conf["proxy-headers"] == "xforwarded"
+    assert conf["http-enabled"] == "true"
+    assert conf["http-host"] == "127.0.0.1"  # nginx on the same host
+    assert conf["proxy-trusted-addresses"] == "127.0.0.1"
+    assert conf["health-enabled"] == conf["metrics-enabled"] == "true"
+    assert conf["http-management-port"] == "9000"
+    assert "db-password" not in conf  # the password lives in keycloak.env (0640 root:keycloak)
+    assert not any("password" in v.lower() for v in conf.values())
+
+
+def test_the_option_list_can_fail():
+    assert "hostname-url" not in OPTIONS  # hostname v1, gone in 26
+    assert "proxy" not in OPTIONS  # replaced by proxy-headers
+
+
+def systemd_verify(unit: Path) -> str:
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    # verify also reports on units unit depends on (network-online.target...), which do not matter here.
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if unit.name in ln or str(unit.parent) in ln]
+    return f"rc={out.returncode}\n" + "\n".join(lines)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_unit_verifies_and_is_hardened(rendered, tmp_path):
+    out, data = rendered
+    # ExecStart must exist for verify: a stub kc.sh in the (temporary) release directory.
+    kc = Path(data["home"]) / "bin/kc.sh"
+    kc.parent.mkdir(parents=True)
+    kc.write_text("#!/bin/sh\nexit 0\n")
+    kc.chmod(0o755)
+    unit = tmp_path / "units/keycloak.service"
+    unit.parent.mkdir()
+    shutil.copy(out / "keycloak.service", unit)
+    report = systemd_verify(unit)
+    assert report.startswith("rc=0") and "keycloak.service" not in report.split("\n", 1)[1], report
+
+    # The check can fail: an unknown directive is reported.
+    broken = tmp_path / "broken/keycloak.service"
+    broken.parent.mkdir()
+    broken.write_text(unit.read_text().replace("[Service]\n", "[Service]\nNoSuchDirective=yes\n"))
+    assert "NoSuchDirective" in systemd_verify(broken)
+
+    sec = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True,
+                         text=True)  # fmt: skip
+    match = re.search(r"Overall exposure level for keycloak\.service: (\d+\.\d+)", sec.stdout + sec.stderr)
+    assert match, sec.stdout[-2000:] + sec.stderr[-2000:]
+    assert float(match.group(1)) <= 4.0, sec.stdout
+
+
+def test_realm_data_from_the_wiring(rendered):
+    _, data = rendered
+    oidc = data["oidc"]
+    clients = {c["client_id"]: c for c in data["clients"]}
+    assert set(clients) == {"jupyterhub", "superset", "exec-api"}
+    for spec in oidc.values():
+        c = clients[spec["client_id"]]
+        assert c["secret"] == spec["client_secret"] and len(c["secret"]) >= 16
+        assert c["redirect_uris"] == spec["redirect_uris"]  # exact, copied, no wildcard
+        assert all("*" not in u for u in c["redirect_uris"])
+        assert c["attributes"]["post.logout.redirect.uris"] == "##".join(spec["post_logout_redirect_uris"])
+        assert c["attributes"]["pkce.code.challenge.method"] == "S256"
+        assert c["public_client"] is False and c["client_authenticator_type"] == "client-secret"
+        assert c["standard_flow_enabled"] is True
+        assert c["implicit_flow_enabled"] is False and c["direct_access_grants_enabled"] is False
+        assert "groups" in c["optional_client_scopes"]
+    assert clients["jupyterhub"]["redirect_uris"] == ["https://hub.example.org/hub/oauth_callback"]
+    # Only the exec API is a resource server: its access tokens carry aud=exec-api.
+    aud = clients["exec-api"]["protocol_mappers"]
+    assert [m["protocolMapper"] for m in aud] == ["oidc-audience-mapper"]
+    assert aud[0]["config"]["included.custom.audience"] == "exec-api"
+    assert aud[0]["config"]["access.token.claim"] == "true"
+    assert clients["jupyterhub"]["protocol_mappers"] == clients["superset"]["protocol_mappers"] == []
+
+    scope = data["scope"]
+    assert scope["name"] == "groups"
+    (mapper,) = scope["protocol_mappers"]
+    assert mapper["protocolMapper"] == "oidc-group-membership-mapper"
+    assert mapper["config"]["claim.name"] == "groups" and mapper["config"]["full.path"] == "false"
+
+    assert data["groups"] == ["platform-admins", "platform-users"]
+    assert data["realm"] == "platform"
+    assert set(data["build"]) == {"db", "health-enabled", "metrics-enabled", "features"}
+
+
+def test_users_from_the_wiring(rendered, local_inventory):
+    _, data = rendered
+    users = {u["username"]: u for u in data["users"]}
+    assert set(users) == {"ada", "bob-b"}
+    assert users["ada"]["groups"] == [{"name": "platform-admins"}, {"name": "platform-users"}]
+    (cred,) = users["bob-b"]["credentials"]
+    assert cred["type"] == "password" and cred["temporary"] is False
+    # Generated by the secrets mechanism under the promised name, and reused.
+    secret = local_inventory.parent / ".secrets/idp_user_bob_b_password"
+    assert secret.read_text().strip() == cred["value"]
+    assert users["ada"]["credentials"][0]["value"] != cred["value"]
+
+
+def test_role_stops_without_a_verifiable_release(local_inventory):
+    play = local_inventory.parent / "assert_keycloak.yml"
+    play.write_text(
+        "- hosts: local1\n  gather_facts: false\n"
+        f"  vars_files: ['{ROOT}/group_vars/all/wiring.yml']\n"
+        "  tasks:\n"
+        "    - ansible.builtin.include_role: {name: keycloak, tasks_from: assert}\n"
+    )
+    env = {"ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
+    ok = run([PLAYBOOK, "-i", str(local_inventory), str(play)], env=env)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    bad = run([PLAYBOOK, "-i", str(local_inventory), str(play), "-e", "keycloak_archive_checksum=''"], env=env)
+    assert bad.returncode != 0
+    assert "keycloak_archive_checksum is ''" in bad.stdout
+    missing = run([PLAYBOOK, "-i", str(local_inventory), str(play), "-e", "keycloak_archive_local=/nonexistent.tgz"],
+                  env=env)  # fmt: skip
+    assert missing.returncode != 0
+    assert "keycloak_archive_local is '/nonexistent.tgz', which is not a file" in missing.stdout
