@@ -67,7 +67,7 @@ def render(inventory: Path, expr: str, *extra: str):
         f"  vars_files: ['{ROOT / 'group_vars/all/wiring.yml'}']\n"
         "  tasks:\n    - ansible.builtin.copy:\n"
         f"        dest: {result}\n        mode: '0600'\n"
-        f"        content: \"{{{{ ({expr}) | to_json }}}}\"\n"
+        f'        content: "{{{{ ({expr}) | to_json }}}}"\n'
     )
     out = run([PLAYBOOK, "-i", str(inventory), str(play), *extra])
     if out.returncode != 0:
@@ -99,10 +99,12 @@ def test_external_provider_client_secrets_are_never_generated(local_inventory):
     clients, log = render(local_inventory, "platform_oidc_client", *ext)
     assert clients is None
     assert "platform_secrets.oidc_jupyterhub_client_secret" in log
-    assert "identity_provider is external" in log
+    assert "identity_provider is external, so that provider issues it" in log
     assert not (local_inventory.parent / ".secrets/oidc_jupyterhub_client_secret").exists()
-    secrets = '{"platform_secrets": {"oidc_jupyterhub_client_secret": "a", "oidc_superset_client_secret": "b",' \
+    secrets = (
+        '{"platform_secrets": {"oidc_jupyterhub_client_secret": "a", "oidc_superset_client_secret": "b",'
         ' "oidc_exec_api_client_secret": "c"}, "platform_oidc_client_ids": {"superset": "bi-tool"}}'
+    )
     clients, log = render(local_inventory, "[platform_oidc_client, platform_oidc.issuer]", *ext, "-e", secrets)
     assert clients is not None, log[-3000:]
     assert clients[0]["superset"]["client_id"] == "bi-tool"
