@@ -101,6 +101,11 @@ def test_external_provider_client_secrets_are_never_generated(local_inventory):
     assert "platform_secrets.oidc_jupyterhub_client_secret" in log
     assert "identity_provider is external, so that provider issues it" in log
     assert not (local_inventory.parent / ".secrets/oidc_jupyterhub_client_secret").exists()
+    # What to register at the provider is known before any secret is.
+    regs, log = render(local_inventory, "platform_oidc_registrations", *ext)
+    assert regs is not None, log[-3000:]
+    assert {r["service"] for r in regs} == {"jupyterhub", "superset", "exec_api"}
+    assert all("client_secret" not in r["client"] for r in regs)
     secrets = (
         '{"platform_secrets": {"oidc_jupyterhub_client_secret": "a", "oidc_superset_client_secret": "b",'
         ' "oidc_exec_api_client_secret": "c"}, "platform_oidc_client_ids": {"superset": "bi-tool"}}'
