@@ -91,7 +91,11 @@ def test_anything_else_is_refused(request_argv, reason):
 
 def test_stop_only_the_apis_units():
     assert launcher.check_stop(["stop", "--no-block", "exec-api-run-7-abcdef.service"], CFG)[0] == "/usr/bin/systemctl"
+    every_unit_of_7 = ["stop", "--no-block", "exec-api-run-7-*.service"]
+    assert launcher.check_stop(every_unit_of_7, CFG)[1:] == every_unit_of_7
     for bad in (["stop", "--no-block", "sshd.service"], ["kill", "exec-api-run-7-abcdef.service"],
-                ["stop", "exec-api-run-7-abcdef.service"]):  # fmt: skip
+                ["stop", "exec-api-run-7-abcdef.service"], ["stop", "--no-block", "exec-api-run-*.service"],
+                ["stop", "--no-block", "exec-api-run-7-*"], ["stop", "--no-block", "exec-api-run-*-*.service"],
+                ["stop", "--no-block", "*.service"]):  # fmt: skip
         with pytest.raises(launcher.Refused):
             launcher.check_stop(bad, CFG)

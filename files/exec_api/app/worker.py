@@ -111,6 +111,7 @@ class Worker:
         if ids:
             metrics.RECOVERED.labels(self.s.orphan_policy).inc(len(ids))
             log.warning("recovered orphaned executions %s (policy %s)", ids, self.s.orphan_policy)
+            self.runner.reap(ids)
         return ids
 
     # ------------------------------------------------------------------ threads

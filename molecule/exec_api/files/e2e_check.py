@@ -182,6 +182,14 @@ def main() -> None:
     ex = wait_status(alice, eid, {"failed", "succeeded", "queued"}, 90)
     check("after kill -9 and restart it is not left running", ex.get("status") in {"failed", "succeeded", "queued"},
           ex)  # fmt: skip
+    left = "?"
+    for _ in range(30):
+        left = subprocess.run(["systemctl", "list-units", "--no-legend", "--state=active,activating,deactivating",
+                               f"exec-api-run-{eid}-*"], capture_output=True, text=True).stdout.strip()  # fmt: skip
+        if not left:
+            break
+        time.sleep(1)
+    check("the orphaned run's unit was stopped after the restart", not left, left)
     check("the service came back", anonymous("/health").status_code == 200)
     print("all checks passed")
 

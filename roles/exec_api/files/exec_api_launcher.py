@@ -19,7 +19,8 @@ client's descriptors, and sends back the exit status. What it accepts:
   users group and at least `min_uid` (never root or a system account), with its own primary
   gid, HOME, USER and LOGNAME; only allowed unit properties, every required limit present, a
   working directory inside the user's home; and exactly the configured child command.
-- stop: `stop --no-block <one of the API's run units>`.
+- stop: `stop --no-block <one of the API's run units>` or `exec-api-run-<id>-*.service` (all
+  units of one execution).
 
 Anything else is refused with exit status 126 and a reason on the client's stderr.
 """
@@ -39,6 +40,8 @@ import sys
 CONFIG = os.environ.get("EXEC_API_LAUNCHER_CONFIG", "/etc/exec-api/launcher.json")
 SOCKET = os.environ.get("EXEC_API_LAUNCHER_SOCKET", "/run/exec-api-launcher.sock")
 UNIT_RE = re.compile(r"^exec-api-run-[0-9]+-[0-9a-f]{6}\.service$")
+# Stop also takes every unit of one execution (orphans after a crash): exec-api-run-<id>-*.service
+STOP_RE = re.compile(r"^exec-api-run-[0-9]+-(?:[0-9a-f]{6}|\*)\.service$")
 REFUSED = 126
 FLAGS = {"--quiet", "--collect", "--wait", "--pipe", "--service-type=exec"}
 
@@ -110,7 +113,7 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
 
 
 def check_stop(argv: list[str], cfg: dict) -> list[str]:
-    if len(argv) != 3 or argv[:2] != ["stop", "--no-block"] or not UNIT_RE.match(argv[2]):
+    if len(argv) != 3 or argv[:2] != ["stop", "--no-block"] or not STOP_RE.match(argv[2]):
         raise Refused("only `stop --no-block <exec API run unit>` is allowed")
     return [cfg["systemctl"], *argv]
 

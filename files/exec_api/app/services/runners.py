@@ -78,6 +78,9 @@ class Runner(Protocol):
 
     def ready_kernels(self) -> int: ...
 
+    def reap(self, execution_ids: list[int]) -> None:
+        """Stop whatever still runs for executions recovered as orphans (a crashed worker's)."""
+
 
 def error_text(err: dict[str, Any] | None) -> str | None:
     if not err:
@@ -144,6 +147,9 @@ class LocalRunner:
     def close(self) -> None:
         self.pool.close()
 
+    def reap(self, execution_ids: list[int]) -> None:
+        return None  # its kernels are children of the worker's process and end with it
+
 
 # ------------------------------------------------------------------------ subprocess
 class SubprocessRunner:
@@ -164,6 +170,9 @@ class SubprocessRunner:
 
     def ready_kernels(self) -> int:
         return 0
+
+    def reap(self, execution_ids: list[int]) -> None:
+        return None  # development runner: an orphaned child finishes on its own (or its timeout)
 
     def child_command(self) -> list[str]:
         return [self.python, "-m", "app.services.child"]
@@ -324,6 +333,13 @@ class SystemdRunner(SubprocessRunner):
 
     def stop_command(self, unit: str) -> list[str]:
         return [self.settings.systemctl_path, "stop", "--no-block", unit]
+
+    def reap(self, execution_ids: list[int]) -> None:
+        # A worker killed with -9 leaves its transient units running (they are not in the
+        # service's cgroup): stop every unit of each orphaned execution.
+        for eid in execution_ids:
+            cmd = self.stop_command(f"exec-api-run-{int(eid)}-*.service")
+            subprocess.run(cmd, check=False, capture_output=True, timeout=30)
 
     def stop_child(self, job: Job, proc: subprocess.Popen[bytes]) -> None:
         unit = getattr(proc, "unit", None)

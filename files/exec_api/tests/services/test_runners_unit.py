@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pwd
+import subprocess
 import threading
 import time
 
@@ -116,6 +117,16 @@ def test_systemd_command(cfg, tmp_path):
     ):
         assert prop in props, prop
     assert r.stop_command("u.service") == ["/usr/bin/systemctl", "stop", "--no-block", "u.service"]
+
+
+def test_systemd_reap_stops_every_unit_of_the_orphans(cfg, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append(argv))
+    SystemdRunner(cfg).reap([7, 12])
+    assert calls == [
+        ["/usr/bin/systemctl", "stop", "--no-block", "exec-api-run-7-*.service"],
+        ["/usr/bin/systemctl", "stop", "--no-block", "exec-api-run-12-*.service"],
+    ]
 
 
 def test_systemd_unknown_user_fails_cleanly(cfg, tmp_path):
