@@ -1,0 +1,124 @@
+#!/opt/exec-api/venv/bin/python
+"""Benchmark of the deployed exec API on its booted host, beside papermill's CLI in the same run.
+
+Not a test: prints figures. Run by `molecule side-effect -s exec_api` (bench.yml) after a
+converge and verify; it uses alice's token from the identity provider (/root/e2e-tokens.json).
+
+Both sides run the same trivial notebook as the Unix user alice:
+- the exec API through nginx over HTTPS: each run is a transient systemd unit as alice with its
+  limits (the production path: launcher, unit, child process, fresh kernel), submitted with
+  `wait=true` so the figure is submit -> succeeded as a client sees it;
+- papermill's CLI (`runuser -u alice -- papermill in out -p n 1`), the same venv's papermill.
+Each at concurrency 1 (latency) and at the configured concurrency (throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+API = os.environ.get("BENCH_API", "https://api.platform.test")
+CA = os.environ.get("BENCH_CA", "/root/platform-ca.crt")
+USER = "alice"
+AREA = f"/home/{USER}/notebooks"
+PAPERMILL = "/opt/exec-api/venv/bin/papermill"
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
+
+
+def report(name: str, lat: list[float], wall: float, failures: int) -> dict:
+    r = {"runs": len(lat), "failures": failures, "per_s": len(lat) / wall if wall else 0.0,
+         "p50_s": statistics.median(lat), "p99_s": pct(lat, 99)}  # fmt: skip
+    print(f"{name:44} runs={r['runs']:4} failures={failures:3} {r['per_s']:6.2f}/s "
+          f"p50={r['p50_s']:.3f}s p99={r['p99_s']:.3f}s", flush=True)  # fmt: skip
+    return r
+
+
+def notebook() -> None:
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
+             "outputs": [], "source": "n = 1"},
+            {"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [],
+             "source": "x = n + 1"},
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
+    path = f"{AREA}/bench.ipynb"
+    with open(path, "w") as f:
+        json.dump(nb, f)
+    subprocess.run(["chown", f"{USER}:{USER}", path], check=True)
+
+
+def api_runs(c: httpx.Client, runs: int, concurrency: int) -> tuple[list[float], float, int]:
+    def one(_: int) -> tuple[float, bool]:
+        t0 = time.monotonic()
+        r = c.post("/execute", json={"path": "bench.ipynb", "params": {"n": 1}, "wait": True, "timeout_seconds": 120})
+        ok = r.status_code == 200 and r.json().get("execution", {}).get("status") == "succeeded"
+        return time.monotonic() - t0, ok
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        out = list(pool.map(one, range(runs)))
+    return [d for d, _ in out], time.monotonic() - t0, sum(1 for _, ok in out if not ok)
+
+
+def papermill_runs(runs: int, concurrency: int) -> tuple[list[float], float, int, float]:
+    def one(i: int) -> tuple[float, bool]:
+        t0 = time.monotonic()
+        p = subprocess.run(["runuser", "-u", USER, "--", PAPERMILL, "--no-progress-bar", f"{AREA}/bench.ipynb",
+                            f"/tmp/bench-pm-{i}.ipynb", "-p", "n", "1"], capture_output=True)  # fmt: skip
+        return time.monotonic() - t0, p.returncode == 0
+
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        out = list(pool.map(one, range(runs)))
+    wall = time.monotonic() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return [d for d, _ in out], wall, sum(1 for _, ok in out if not ok), cpu / runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--sequential", type=int, default=15)
+    a = ap.parse_args()
+    with open("/root/e2e-tokens.json") as f:
+        token = json.load(f)[USER]
+    notebook()
+    c = httpx.Client(base_url=API, headers={"Authorization": f"Bearer {token}"}, timeout=180, verify=CA)
+    for nb in c.get(f"/db/notebooks/user/{USER}").json():
+        if nb["name"] == "bench":
+            c.delete(f"/db/notebooks/{nb['id']}")
+    r = c.post("/db/notebooks", json={"name": "bench", "file_path": "bench.ipynb"})
+    r.raise_for_status()
+    api_runs(c, 2, 1)  # warm-up (imports, connection)
+    results = {
+        "api_sequential": report("exec API, 1 at a time (submit -> succeeded)", *api_runs(c, a.sequential, 1)),
+        "api_concurrent": report(f"exec API, {a.concurrency} clients", *api_runs(c, a.runs, a.concurrency)),
+    }
+    lat, wall, fails, cpu = papermill_runs(a.sequential, 1)
+    results["papermill_sequential"] = report("papermill CLI, 1 at a time", lat, wall, fails) | {"cpu_s_per_run": cpu}
+    print(f"{'':44} papermill CPU per run {cpu:.2f} s", flush=True)
+    lat, wall, fails, cpu = papermill_runs(a.runs, a.concurrency)
+    results["papermill_concurrent"] = report(f"papermill CLI, {a.concurrency} at once", lat, wall, fails)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
