@@ -76,10 +76,15 @@ def api_runs(c: httpx.Client, runs: int, concurrency: int) -> tuple[list[float],
 
 
 def papermill_runs(runs: int, concurrency: int) -> tuple[list[float], float, int, float]:
+    failed: list[str] = []
+
     def one(i: int) -> tuple[float, bool]:
         t0 = time.monotonic()
         p = subprocess.run(["runuser", "-u", USER, "--", PAPERMILL, "--no-progress-bar", f"{AREA}/bench.ipynb",
-                            f"/tmp/bench-pm-{i}.ipynb", "-p", "n", "1"], capture_output=True)  # fmt: skip
+                            f"/tmp/bench-pm-{i}.ipynb", "-p", "n", "1"], capture_output=True, cwd=AREA)  # fmt: skip
+        if p.returncode != 0 and not failed:  # the first failure, whole, so a figure is never silent
+            failed.append(p.stderr.decode(errors="replace")[-2000:])
+            print(f"papermill CLI failed (exit {p.returncode}):\n{failed[0]}", flush=True)
         return time.monotonic() - t0, p.returncode == 0
 
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
