@@ -25,13 +25,11 @@ import os
 import secrets
 import socket
 import ssl
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
 
+from checklib import check, chromium, fail
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from playwright.sync_api import sync_playwright
@@ -40,21 +38,6 @@ CFG = json.loads(Path(os.environ["SSO_CHECK_FILE"]).read_text())
 CTX = ssl.create_default_context(cafile=CFG["ca"])  # the install's CA only
 CLIENT = CFG["client"]
 REDIRECT = CLIENT["redirect_uris"][0]
-
-
-def fail(msg: str) -> None:
-    print(f"FAILED: {msg}", flush=True)
-    sys.exit(1)
-
-
-def ok(msg: str) -> None:
-    print(f"ok: {msg}", flush=True)
-
-
-def check(cond: object, msg: str) -> None:
-    if not cond:
-        fail(msg)
-    ok(msg)
 
 
 class _Conn(http.client.HTTPSConnection):
@@ -125,16 +108,6 @@ jwks = get_json(meta["jwks_uri"])
 
 
 # ------------------------------------------------------------------------------ browser
-def nss_home(ca: str) -> str:
-    """A HOME whose NSS database trusts the install's CA (Chromium reads it), and nothing else added."""
-    home = tempfile.mkdtemp(prefix="sso-check-home-")
-    db = Path(home, ".pki/nssdb")
-    db.mkdir(parents=True)
-    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-d", f"sql:{db}", "-A", "-n", "platform-ca", "-t", "C,,", "-i", ca], check=True)
-    return home
-
-
 def authorize_url(*, challenge: str | None, state: str, redirect_uri: str = REDIRECT, resource: str | None = None):
     q = {
         "client_id": CLIENT["client_id"], "response_type": "code", "redirect_uri": redirect_uri,
@@ -149,12 +122,7 @@ def authorize_url(*, challenge: str | None, state: str, redirect_uri: str = REDI
 
 class Browser:
     def __init__(self, pw):
-        rules = ",".join(f"MAP {h} {ip}" for h, ip in CFG["resolve"].items())
-        self.browser = pw.chromium.launch(
-            executable_path=CFG.get("chromium", "/usr/bin/chromium"),
-            args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
-            env={**os.environ, "HOME": nss_home(CFG["ca"])},
-        )
+        self.browser = chromium(pw, CFG["ca"], CFG["resolve"], CFG.get("chromium", "/usr/bin/chromium"))
 
     def session(self):
         """A fresh browser profile; the requests it makes to the client's redirect URI are recorded."""

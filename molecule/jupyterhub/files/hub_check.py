@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from checklib import check, chromium, fail, figure, ok
 
 CFG = json.loads(Path(os.environ["HUB_CHECK_FILE"]).read_text())
 HUB = CFG["hub"]
@@ -41,42 +42,8 @@ STATE = Path(CFG["state_dir"])
 PHASE = sys.argv[1] if len(sys.argv) > 1 else "before-restart"
 
 
-def fail(msg: str) -> None:
-    print(f"FAILED: {msg}", flush=True)
-    sys.exit(1)
-
-
-def ok(msg: str) -> None:
-    print(f"ok: {msg}", flush=True)
-
-
-def check(cond: object, msg: str) -> None:
-    if not cond:
-        fail(msg)
-    ok(msg)
-
-
-def figure(msg: str) -> None:
-    print(f"figure: {msg}", flush=True)
-
-
-def nss_home(ca: str) -> str:
-    """A HOME whose NSS database trusts the install's CA (Chromium reads it), and nothing else added."""
-    home = tempfile.mkdtemp(prefix="hub-check-home-")
-    db = Path(home, ".pki/nssdb")
-    db.mkdir(parents=True)
-    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-d", f"sql:{db}", "-A", "-n", "platform-ca", "-t", "C,,", "-i", ca], check=True)
-    return home
-
-
 def launch(pw):
-    rules = ",".join(f"MAP {h} {ip}" for h, ip in CFG["resolve"].items())
-    return pw.chromium.launch(
-        executable_path=CFG.get("chromium", "/usr/bin/chromium"),
-        args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
-        env={**os.environ, "HOME": nss_home(CFG["ca"])},
-    )
+    return chromium(pw, CFG["ca"], CFG["resolve"], CFG.get("chromium", "/usr/bin/chromium"))
 
 
 def login(browser, user: dict):
