@@ -177,7 +177,17 @@ class SubmitExecution(BaseModel):
     timeout_seconds: Timeout | None = None
 
 
-class ExecuteRequest(BaseModel):
+class LegacySubmission(BaseModel):
+    """The prototype's submission bodies: each says how it maps to a ``SubmitExecution``."""
+
+    wait: bool = False
+    timeout_seconds: Timeout | None = None
+
+    def submission(self) -> SubmitExecution:
+        raise NotImplementedError
+
+
+class ExecuteRequest(LegacySubmission):
     """``POST /execute`` (prototype: ``{user, path, params}``)."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -186,30 +196,39 @@ class ExecuteRequest(BaseModel):
     params: dict[str, JsonData] = Field(
         default={}, validation_alias=AliasChoices("params", "parameters")
     )
-    wait: bool = False
-    timeout_seconds: Timeout | None = None
+
+    def submission(self) -> SubmitExecution:
+        return SubmitExecution(
+            notebook_path=self.path,
+            parameters=self.params,
+            username=self.user,
+            timeout_seconds=self.timeout_seconds,
+        )
 
 
-class RunNotebookRequest(BaseModel):
+class RunNotebookRequest(LegacySubmission):
     """``POST /run-notebook``: ``output_path`` is ignored (outputs go to the output area)."""
 
     input_path: RelPath
     output_path: Annotated[str, Field(max_length=1000)] | None = None
     parameters: dict[str, JsonData] = {}
     username: Username | None = None
-    wait: bool = False
-    timeout_seconds: Timeout | None = None
+
+    def submission(self) -> SubmitExecution:
+        return SubmitExecution(
+            notebook_path=self.input_path,
+            parameters=self.parameters,
+            username=self.username,
+            timeout_seconds=self.timeout_seconds,
+        )
 
 
-class ExecuteNotebookRequest(BaseModel):
-    """``POST /execute-notebook``: by registered id or by path."""
+class ExecuteNotebookRequest(SubmitExecution, LegacySubmission):
+    """``POST /execute-notebook``: by registered id or by path (``POST /db/executions``'s body
+    plus ``wait``)."""
 
-    notebook_id: Id | None = None
-    notebook_path: RelPath | None = None
-    parameters: dict[str, JsonData] = {}
-    username: Username | None = None
-    wait: bool = False
-    timeout_seconds: Timeout | None = None
+    def submission(self) -> SubmitExecution:
+        return SubmitExecution.model_validate(self.model_dump(exclude={"wait"}))
 
 
 class ExecutionSubmitted(BaseModel):

@@ -19,7 +19,13 @@ from app.core.config import Settings, get_settings
 from app.core.db import get_db, get_read_sessionmaker, get_sessionmaker
 from app.core.security import Principal, acting_user, current_user
 from app.models import Notebook, NotebookExecution, NotebookParameter
-from app.schemas import MAX_ID, NotebookResponse, NotebookWithParameters, ParameterResponse
+from app.schemas import (
+    MAX_ID,
+    NotebookResponse,
+    NotebookWithParameters,
+    ParameterResponse,
+    SubmitExecution,
+)
 from app.services import params as P
 from app.services import queue as q
 from app.services.paths import PathRefused, resolve_notebook, user_root
@@ -155,18 +161,16 @@ def submit_execution(
     db: Session,
     settings: Settings,
     principal: Principal,
-    *,
-    username: str | None,
-    notebook_id: int | None,
-    path: str | None,
-    parameters: dict[str, Any] | None,
-    timeout_seconds: int | None,
+    sub: SubmitExecution,
 ) -> NotebookExecution:
-    """The one execution path behind every submission endpoint.
+    """The one execution path behind every submission endpoint (the legacy ones convert
+    their bodies with ``submission()``).
 
     Checks (in order, before anything is recorded): who acts, the notebook (registered id
     or a path confined to the owner's area), the parameters (names, types, rules).
     """
+    username, notebook_id, path = sub.username, sub.notebook_id, sub.notebook_path
+    parameters, timeout_seconds = sub.parameters, sub.timeout_seconds
     owner = acting_user(principal, username)
     nb: Notebook | None = None
     if notebook_id is not None:

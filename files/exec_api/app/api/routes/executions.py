@@ -81,17 +81,7 @@ def list_executions(
 @with_db
 def submit(body: SubmitExecution, db: DB, cfg: Cfg, user: User) -> ExecutionSubmitted:
     """Queue an execution; returns at once with its id."""
-    ex = submit_execution(
-        db,
-        cfg,
-        user,
-        username=body.username,
-        notebook_id=body.notebook_id,
-        path=body.notebook_path,
-        parameters=body.parameters,
-        timeout_seconds=body.timeout_seconds,
-    )
-    return submitted(ex)
+    return submitted(submit_execution(db, cfg, user, body))
 
 
 @router.get("/notebook/{notebook_id}", response_model=list[ExecutionHistoryResponse])

@@ -25,8 +25,10 @@ from app.schemas import (
     ExecuteNotebookRequest,
     ExecuteRequest,
     ExecutionSubmitted,
+    LegacySubmission,
     NotebookListEntry,
     RunNotebookRequest,
+    SubmitExecution,
     Username,
 )
 from app.services import queue as q
@@ -35,9 +37,16 @@ from app.services.paths import PathRefused, user_root
 router = APIRouter(tags=["execution (legacy endpoints)"])
 
 
-def _submit(cfg: Settings, user: Principal, **kw: Any) -> ExecutionSubmitted:
+def _submit(cfg: Settings, user: Principal, sub: SubmitExecution) -> ExecutionSubmitted:
     with get_sessionmaker()() as db:
-        return submitted(submit_execution(db, cfg, user, **kw))
+        return submitted(submit_execution(db, cfg, user, sub))
+
+
+async def _run(
+    body: LegacySubmission, cfg: Settings, user: Principal, response: Response
+) -> ExecutionSubmitted:
+    res = await run_in_threadpool(_submit, cfg, user, body.submission())
+    return await _maybe_wait(res, body.wait, cfg, response)
 
 
 async def _maybe_wait(
@@ -76,17 +85,7 @@ async def execute(
     body: ExecuteRequest, cfg: Cfg, user: User, response: Response
 ) -> ExecutionSubmitted:
     """Prototype shape ``{user, path, params}``; ``path`` is relative to the user's area."""
-    res = await run_in_threadpool(
-        _submit,
-        cfg,
-        user,
-        username=body.user,
-        notebook_id=None,
-        path=body.path,
-        parameters=body.params,
-        timeout_seconds=body.timeout_seconds,
-    )
-    return await _maybe_wait(res, body.wait, cfg, response)
+    return await _run(body, cfg, user, response)
 
 
 @router.post("/run-notebook", response_model=ExecutionSubmitted, responses=_RESP)
@@ -95,17 +94,7 @@ async def run_notebook(
 ) -> ExecutionSubmitted:
     """``input_path`` relative to the user's area; ``output_path`` is ignored: outputs go to
     the per-user output area, named by execution id (see ``output_path`` in the answer)."""
-    res = await run_in_threadpool(
-        _submit,
-        cfg,
-        user,
-        username=body.username,
-        notebook_id=None,
-        path=body.input_path,
-        parameters=body.parameters,
-        timeout_seconds=body.timeout_seconds,
-    )
-    return await _maybe_wait(res, body.wait, cfg, response)
+    return await _run(body, cfg, user, response)
 
 
 @router.post("/execute-notebook", response_model=ExecutionSubmitted, responses=_RESP)
@@ -113,17 +102,7 @@ async def execute_notebook(
     body: ExecuteNotebookRequest, cfg: Cfg, user: User, response: Response
 ) -> ExecutionSubmitted:
     """Run a registered notebook (``notebook_id``) or one of your notebooks by path."""
-    res = await run_in_threadpool(
-        _submit,
-        cfg,
-        user,
-        username=body.username,
-        notebook_id=body.notebook_id,
-        path=body.notebook_path,
-        parameters=body.parameters,
-        timeout_seconds=body.timeout_seconds,
-    )
-    return await _maybe_wait(res, body.wait, cfg, response)
+    return await _run(body, cfg, user, response)
 
 
 @router.get("/list-notebooks/{username}", response_model=list[NotebookListEntry])
