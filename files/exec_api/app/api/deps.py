@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
@@ -223,3 +224,25 @@ def submit_execution(
         timeout_seconds=timeout,
         runner=settings.runner,
     )
+
+
+# The unique constraints a request can run into, and what the caller is told (409).
+_CONFLICTS = (
+    ("uq_notebook_name_user", "you already have a notebook of that name"),
+    ("file_path", "that file is already registered"),
+    ("uq_param_notebook_name", "duplicate parameter name for this notebook"),
+)
+
+
+def commit_or_conflict(db: Session, *rows: object) -> None:
+    """Commits; a unique constraint hit becomes 409 naming what clashed (nothing is kept).
+    The given rows are refreshed from the database afterwards."""
+    try:
+        db.commit()
+    except IntegrityError as e:
+        db.rollback()
+        msg = str(e.orig) if e.orig else str(e)
+        detail = next((text for key, text in _CONFLICTS if key in msg), "conflict")
+        raise HTTPException(status.HTTP_409_CONFLICT, detail) from e
+    for row in rows:
+        db.refresh(row)

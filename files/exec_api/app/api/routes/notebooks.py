@@ -7,13 +7,13 @@ from typing import Annotated
 import nbformat
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import (
     DB,
     Cfg,
     IdPath,
     User,
+    commit_or_conflict,
     get_notebook,
     notebook_out,
     param_error,
@@ -34,17 +34,6 @@ from app.services import params as P
 from app.services.paths import PathRefused, resolve_notebook, user_root
 
 router = APIRouter(prefix="/db/notebooks", tags=["notebooks"])
-
-
-def _conflict(e: IntegrityError) -> HTTPException:
-    msg = str(e.orig) if e.orig else str(e)
-    if "uq_notebook_name_user" in msg:
-        return HTTPException(status.HTTP_409_CONFLICT, "you already have a notebook of that name")
-    if "file_path" in msg:
-        return HTTPException(status.HTTP_409_CONFLICT, "that file is already registered")
-    if "uq_param_notebook_name" in msg:
-        return HTTPException(status.HTTP_409_CONFLICT, "duplicate parameter name")
-    return HTTPException(status.HTTP_409_CONFLICT, "conflict")
 
 
 @router.get("", response_model=list[NotebookResponse])
@@ -106,12 +95,7 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
     )
     nb.parameters = list(declared.values())
     db.add(nb)
-    try:
-        db.commit()
-    except IntegrityError as e:
-        db.rollback()
-        raise _conflict(e) from e
-    db.refresh(nb)
+    commit_or_conflict(db, nb)
     out = notebook_out(cfg, nb, with_params=True)
     assert isinstance(out, NotebookWithParameters)
     return out
@@ -180,12 +164,7 @@ def update_notebook(
         nb.tags = body.tags
     if "metadata" in fields:
         nb.metadata_ = body.metadata
-    try:
-        db.commit()
-    except IntegrityError as e:
-        db.rollback()
-        raise _conflict(e) from e
-    db.refresh(nb)
+    commit_or_conflict(db, nb)
     return notebook_out(cfg, nb)
 
 

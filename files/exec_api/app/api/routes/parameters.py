@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import (
     DB,
     IdPath,
     User,
+    commit_or_conflict,
     get_notebook,
     not_found,
     param_error,
@@ -52,12 +52,7 @@ def create_parameter(body: ParameterCreate, db: DB, user: User) -> NotebookParam
     p = build_parameter(body)
     p.notebook_id = body.notebook_id
     db.add(p)
-    try:
-        db.commit()
-    except IntegrityError as e:
-        db.rollback()
-        raise _dup() from e
-    db.refresh(p)
+    commit_or_conflict(db, p)
     return p
 
 
@@ -81,13 +76,7 @@ def create_parameters_bulk(
         p.notebook_id = notebook_id
         rows.append(p)
     db.add_all(rows)
-    try:
-        db.commit()
-    except IntegrityError as e:
-        db.rollback()
-        raise _dup() from e
-    for p in rows:
-        db.refresh(p)
+    commit_or_conflict(db, *rows)
     return rows
 
 
@@ -140,12 +129,7 @@ def update_parameter(
         "validation_rules",
     ):
         setattr(p, attr, getattr(new, attr))
-    try:
-        db.commit()
-    except IntegrityError as e:
-        db.rollback()
-        raise _dup() from e
-    db.refresh(p)
+    commit_or_conflict(db, p)
     return p
 
 
