@@ -31,7 +31,8 @@ HOST = "demo1"
 DOMAIN = "platform.test"
 GROUPS = ["postgresql", "keycloak", "exec_api", "jupyterhub", "superset", "nginx"]
 # Units the platform's roles install; the summary lists those present on the host.
-WEB = ["auth", "api"]  # the web services deployed so far, each at https://<label>.<domain>
+# The web services deployed so far, each at https://<label>.<domain>, with a page that answers.
+WEB = {"auth": "/.well-known/openid-configuration", "api": "/health", "hub": "/hub/health"}
 UNITS = ["postgresql@15-main", "keycloak", "test-oidc-provider", "exec-api", "jupyterhub", "superset", "nginx",
          "exec-api-launcher.socket"]  # fmt: skip
 KEYCLOAK_ARCHIVE = os.environ.get("KEYCLOAK_ARCHIVE", "")
@@ -90,6 +91,7 @@ The demo host is up (booted in {booted:.0f} s, converged in {converged:.0f} s).
   inventory   {DEMO / "hosts.yml"}   (secrets in {DEMO / ".secrets"})
   re-run      .venv/bin/ansible-playbook -i .demo/hosts.yml {playbook.relative_to(ROOT)}
   identity    {"Keycloak" if KEYCLOAK_ARCHIVE else "the test OpenID provider (users alice, bob, carol, mallory)"}
+  passwords   {DEMO / ".secrets"}/idp_user_<name>_password
 
 Services:""")
     for unit, state in zip(UNITS, states, strict=False):
@@ -97,10 +99,10 @@ Services:""")
             print(f"  {unit:20} {state}")
     ca = DEMO / ".secrets/platform-ca.crt"
     print("\nWeb (through nginx, TLS from the install's private CA):")
-    for label in WEB:
+    for label, path in WEB.items():
         print(
             f"  https://{label}.{DOMAIN}/   e.g. curl --cacert {ca} --resolve {label}.{DOMAIN}:443:{host['address']} "
-            f"https://{label}.{DOMAIN}/health"
+            f"https://{label}.{DOMAIN}{path}"
         )
     print(
         f"  CA certificate for browsers: {ca}; add '{host['address']} {' '.join(f'{w}.{DOMAIN}' for w in WEB)}'"
