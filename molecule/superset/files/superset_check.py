@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Superset, checked from the outside as its users see it: over HTTPS through nginx, trusting only
+the install's CA, with a real browser (Playwright driving Debian's Chromium, ../../shared/checklib.py)
+on the test provider's login form.
+
+  superset_check.py main            the admin group's user is Admin, the users group's user gets the
+                                    mapped role and no admin page, an outsider and a forged OAuth
+                                    state get no session, the dashboard shows the executions the
+                                    verify play created (with its load time), logout ends the
+                                    provider's session
+  superset_check.py admin-removed   the admin user, out of the admin group at the provider, logs in
+                                    again and is Admin no more
+
+Input (a JSON file named by $SUPERSET_CHECK_FILE, so no secret is on a command line): superset, ca,
+resolve {host: ip}, chromium, user, admin, outsider {username, password}, notebooks {ok, fail}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from checklib import check, chromium, figure, ok
+
+CFG = json.loads(Path(os.environ["SUPERSET_CHECK_FILE"]).read_text())
+SS = CFG["superset"]
+PHASE = sys.argv[1] if len(sys.argv) > 1 else "main"
+
+
+def login(browser, user: dict, tamper_state: bool = False):
+    """Superset's OAuth login, the provider's form and back; returns (context, page)."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    if tamper_state:
+        # The callback arrives with a state Superset did not issue (same code, forged state).
+        def forge(route):
+            parts = urllib.parse.urlsplit(route.request.url)
+            q = dict(urllib.parse.parse_qsl(parts.query))
+            q["state"] = "forged." + q.get("state", "")[::-1]
+            route.continue_(url=urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q))))
+
+        ctx.route("**/oauth-authorized/**", forge)
+    page.goto(SS + "/login/oidc")
+    page.wait_for_selector("#username", timeout=30000)
+    page.fill("#username", user["username"])
+    page.fill("#password", user["password"])
+    with page.expect_navigation():
+        page.click("#sign-in")
+    page.wait_for_load_state()
+    return ctx, page
+
+
+def api(page, path: str):
+    r = page.request.get(SS + path, fail_on_status_code=False)
+    try:
+        body = r.json()
+    except Exception:  # an HTML page: not logged in
+        body = None
+    return r.status, body
+
+
+def roles(page) -> list[str] | None:
+    status, body = api(page, "/api/v1/me/roles/")
+    if status != 200 or not body:
+        return None
+    return sorted(body["result"].get("roles", {}).keys())
+
+
+def no_session(page, who: str) -> None:
+    status, _ = api(page, "/api/v1/me/")
+    check(status == 401, f"{who}: no Superset session (GET /api/v1/me/ is HTTP {status})")
+
+
+def main() -> None:
+    with sync_playwright() as pw:
+        browser = chromium(pw, CFG["ca"], CFG["resolve"], CFG.get("chromium", "/usr/bin/chromium"))
+        adm, usr = CFG["admin"], CFG["user"]
+
+        if PHASE == "admin-removed":
+            ctx, page = login(browser, adm)
+            r = roles(page)
+            check(
+                r is not None and "Admin" not in r and "Gamma" in r,
+                f"{adm['username']}, out of the admin group at the provider, logs in again with roles {r}",
+            )
+            status, _ = api(page, "/api/v1/log/")
+            check(status in (401, 403), f"and the admin-only log API is refused (HTTP {status})")
+            print("all checks passed", flush=True)
+            return
+
+        ctx, page = login(browser, adm)
+        r = roles(page)
+        check(r is not None and "Admin" in r, f"{adm['username']} (admin group) logs in and is Admin: {r}")
+        check(page.url.startswith(SS + "/"), f"and lands on Superset over https ({page.url})")
+        status, _ = api(page, "/api/v1/log/")
+        check(status == 200, f"the admin reaches the admin-only log API (HTTP {status})")
+
+        # The dashboard, as its viewers see it: every chart drawn, the executions in it.
+        t0 = time.monotonic()
+        page.goto(SS + "/superset/dashboard/notebook-executions/")
+        for name in (CFG["notebooks"]["ok"], CFG["notebooks"]["fail"]):
+            page.get_by_text(name, exact=False).first.wait_for(timeout=120000)
+        page.locator(".header-line, .big-number-total, .superset-legacy-chart-big-number").first.wait_for(timeout=60000)
+        seconds = time.monotonic() - t0
+        figure(f"dashboard load time in the browser: {seconds:.1f} s (navigation to both notebooks shown)")
+        body = page.inner_text("body")
+        check("Notebook executions" in body, "the dashboard 'Notebook executions' is shown")
+        for title in ("Runs per day", "Success rate", "Duration by notebook", "Latest failures"):
+            check(title in body, f"with its chart '{title}'")
+        check(
+            CFG["notebooks"]["fail"] in page.locator("body").inner_text()
+            and "error" not in page.locator(".alert-danger, .ant-alert-error").all_inner_texts(),
+            "the failed execution of the verify play is listed, no chart shows an error",
+        )
+        page.screenshot(path=CFG["screenshot"], full_page=True)
+        ok(f"screenshot: {CFG['screenshot']}")
+
+        status, body = api(page, "/api/v1/dashboard/notebook-executions/charts")
+        check(status == 200 and len(body["result"]) == 4, f"the dashboard has its four charts (HTTP {status})")
+
+        # Logout ends the provider's session: the next login asks for a password.
+        page.goto(SS + "/logout/")
+        page.locator("button[autofocus], button[type=submit], input[type=submit]").first.click()
+        page.wait_for_load_state()
+        no_session(page, "after logout")
+        page.goto(SS + "/login/oidc")
+        page.wait_for_load_state()
+        check(
+            page.locator("#username").count() == 1,
+            f"and the provider's session ended with it: logging in again asks for a password ({page.url})",
+        )
+        ctx.close()
+
+        ctx, page = login(browser, usr)
+        r = roles(page)
+        check(
+            r is not None and "Gamma" in r and "Admin" not in r and "Alpha" not in r,
+            f"{usr['username']} (users group) gets the mapped role only: {r}",
+        )
+        for path in ("/api/v1/log/", "/api/v1/database/1/connection"):
+            status, _ = api(page, path)
+            check(status in (401, 403, 404), f"{usr['username']} cannot reach the admin API {path} (HTTP {status})")
+        r = page.request.get(SS + "/users/list/", fail_on_status_code=False)
+        check(
+            not (r.status == 200 and "/users/list" in r.url),
+            f"{usr['username']} cannot open the users admin page (HTTP {r.status} at {r.url})",
+        )
+        ctx.close()
+
+        ctx, page = login(browser, CFG["outsider"])
+        no_session(page, f"{CFG['outsider']['username']} (in no platform group) is refused")
+        ctx.close()
+
+        ctx, page = login(browser, usr, tamper_state=True)
+        no_session(page, "a forged OAuth state at the callback")
+        ctx.close()
+
+        browser.close()
+        print("all checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
