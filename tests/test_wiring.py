@@ -115,3 +115,25 @@ def test_external_provider_client_secrets_are_never_generated(local_inventory):
     assert clients[0]["superset"]["client_id"] == "bi-tool"
     assert clients[0]["jupyterhub"]["client_secret"] == "a"
     assert clients[1] == "https://login.example.org"
+
+
+def test_superset_is_wired_from_the_same_places(local_inventory):
+    """Superset's vhost, OIDC client, role mapping and read-only database role all come from the wiring."""
+    dom = ["-e", "platform_domain=example.org"]
+    sites, log = render(local_inventory, "nginx_sites", *dom)
+    assert sites is not None, log[-3000:]
+    site = next(s for s in sites if s["name"] == "superset")
+    assert site["server_name"] == "superset.example.org" and site["upstreams"] == ["127.0.0.1:8088"]
+    expr = (
+        "{'url': superset_public_url, 'client': superset_oidc_client_id, 'logout': superset_oidc_post_logout_url,"
+        " 'mapping': superset_roles_mapping, 'hba': postgresql_hba_entries,"
+        " 'reader': superset_executions_reader, 'server': superset_executions_db_server}"
+    )
+    ss, log = render(local_inventory, expr, *dom)
+    assert ss is not None, log[-3000:]
+    assert ss["url"] == "https://superset.example.org" and ss["client"] == "superset"
+    assert ss["logout"] == "https://superset.example.org/login/"
+    assert ss["mapping"] == {"platform-admins": ["Admin"], "platform-users": ["Gamma"]}
+    assert ss["server"] == "local1" and ss["reader"] == "superset_reader"
+    assert ss["hba"] == [{"type": "host", "database": "exec_api", "user": "superset_reader",
+                          "address": "127.0.0.1/32", "method": "scram-sha-256"}]  # fmt: skip
