@@ -32,7 +32,12 @@ DOMAIN = "platform.test"
 GROUPS = ["postgresql", "keycloak", "exec_api", "jupyterhub", "superset", "nginx"]
 # Units the platform's roles install; the summary lists those present on the host.
 # The web services deployed so far, each at https://<label>.<domain>, with a page that answers.
-WEB = {"auth": "/.well-known/openid-configuration", "api": "/health", "hub": "/hub/health"}
+WEB = {
+    "auth": "/.well-known/openid-configuration",
+    "api": "/health",
+    "hub": "/hub/health",
+    "superset": "/health",
+}
 UNITS = ["postgresql@15-main", "keycloak", "test-oidc-provider", "exec-api", "jupyterhub", "superset", "nginx",
          "exec-api-launcher.socket"]  # fmt: skip
 KEYCLOAK_ARCHIVE = os.environ.get("KEYCLOAK_ARCHIVE", "")
