@@ -1,6 +1,7 @@
 """What the browser checks of the scenarios share (sso_check.py, the jupyterhub scenario's
-hub_check.py): how a check reports, and Debian's Chromium driven by Playwright, trusting only the
-install's CA, with the platform's names mapped to the test hosts.
+hub_check.py, the superset scenario's superset_check.py): how a check reports, Debian's Chromium
+driven by Playwright, trusting only the install's CA, with the platform's names mapped to the test
+hosts, and a login held back at the client's callback (for the forged-state checks).
 
 A check prints ``ok: ...`` or stops the script with ``FAILED: ...``; figures are ``figure: ...``.
 """
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 
@@ -55,3 +57,54 @@ def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/c
         args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
         env={**os.environ, "HOME": nss_home(ca)},
     )
+
+
+def held_callback(
+    pw,
+    page,
+    start_url: str,
+    user: dict,
+    callback: str,
+    *,
+    ca: str,
+    resolve: dict[str, str],
+    executable: str = "/usr/bin/chromium",
+) -> str:
+    """Starts a login at start_url in page, signs in at the provider's form, and keeps the browser
+    from reaching the client's callback (a URL prefix). Returns the callback URL the provider
+    issued: a real, unused code with the state the client really sent; page's context still holds
+    the client's side of the login (its session or state cookie).
+
+    Playwright does not route the target of a redirect, so the form is submitted from a second
+    browser with page's cookies, in which the client's host name does not resolve."""
+    page.goto(start_url)
+    page.wait_for_selector("#username", timeout=30000)
+    host = urllib.parse.urlsplit(callback).hostname
+    blind = chromium(pw, ca, {**{h: a for h, a in resolve.items() if h != host}, host: "~NOTFOUND"}, executable)
+    try:
+        ctx = blind.new_context(storage_state=page.context.storage_state())
+        seen: list[str] = []
+        ctx.on("request", lambda r: seen.append(r.url) if r.url.startswith(callback) else None)
+        form = ctx.new_page()
+        form.goto(page.url)
+        form.fill("#username", user["username"])
+        form.fill("#password", user["password"])
+        form.click("#sign-in", no_wait_after=True)
+        for _ in range(300):
+            if seen:
+                break
+            form.wait_for_timeout(100)
+    finally:
+        blind.close()
+    if not seen:
+        fail(f"the provider never redirected {user['username']} to {callback}")
+    return seen[0]
+
+
+def with_state(url: str, state: str) -> str:
+    """The same callback URL with another state."""
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    check("code" in query and "state" in query, f"the provider's callback carries a code and a state ({parts.path})")
+    query["state"] = state
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

@@ -26,7 +26,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-from checklib import check, chromium, figure, ok
+from checklib import check, chromium, figure, held_callback, ok, with_state
 
 CFG = json.loads(Path(os.environ["SUPERSET_CHECK_FILE"]).read_text())
 SS = CFG["superset"]
@@ -161,15 +161,20 @@ def main() -> None:
         no_session(page, f"{CFG['outsider']['username']} (in no platform group) is refused")
         ctx.close()
 
-        # A login started (Superset keeps its state in the session), then a callback with a state
-        # it did not issue. Playwright cannot rewrite the provider's redirect to the real callback,
-        # so the forged callback carries a made-up code, as an attacker's link would.
+        # A real login held back at Superset's callback: the provider's code with a state Superset
+        # did not issue leaves no session; the same callback with its own state then logs in, so
+        # the refusal was the state's.
         ctx = browser.new_context()
         page = ctx.new_page()
-        page.goto(SS + "/login/oidc")
-        page.wait_for_selector("#username", timeout=30000)
-        page.goto(SS + "/oauth-authorized/oidc?code=forged&state=Zm9yZ2Vk")
-        no_session(page, f"a forged OAuth state at the callback is refused (landed on {page.url})")
+        issued = held_callback(
+            pw, page, SS + "/login/oidc", usr, SS + "/oauth-authorized/oidc",
+            ca=CFG["ca"], resolve=CFG["resolve"], executable=CFG.get("chromium", "/usr/bin/chromium"),
+        )  # fmt: skip
+        page.goto(with_state(issued, "forged-" + str(int(time.time()))))
+        no_session(page, f"the provider's code with a forged OAuth state is refused (landed on {page.url})")
+        page.goto(issued)
+        r = roles(page)
+        check(r is not None and "Gamma" in r, f"the same code with Superset's own state logs in: {r}")
         ctx.close()
 
         browser.close()
