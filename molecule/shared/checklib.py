@@ -59,6 +59,17 @@ def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/c
     )
 
 
+def sign_in(page, start_url: str, user: dict) -> None:
+    """From the client's start_url through the provider's login form and back to the client."""
+    page.goto(start_url)
+    page.wait_for_selector("#username", timeout=30000)
+    page.fill("#username", user["username"])
+    page.fill("#password", user["password"])
+    with page.expect_navigation():
+        page.click("#sign-in")
+    page.wait_for_load_state()
+
+
 def held_callback(
     pw,
     page,

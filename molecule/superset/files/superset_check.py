@@ -26,7 +26,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-from checklib import check, chromium, figure, held_callback, ok, with_state
+from checklib import check, chromium, figure, held_callback, ok, sign_in, with_state
 
 CFG = json.loads(Path(os.environ["SUPERSET_CHECK_FILE"]).read_text())
 SS = CFG["superset"]
@@ -37,13 +37,7 @@ def login(browser, user: dict):
     """Superset's OAuth login, the provider's form and back; returns (context, page)."""
     ctx = browser.new_context()
     page = ctx.new_page()
-    page.goto(SS + "/login/oidc")
-    page.wait_for_selector("#username", timeout=30000)
-    page.fill("#username", user["username"])
-    page.fill("#password", user["password"])
-    with page.expect_navigation():
-        page.click("#sign-in")
-    page.wait_for_load_state()
+    sign_in(page, SS + "/login/oidc", user)
     return ctx, page
 
 
