@@ -1,0 +1,48 @@
+"""A missing or weak secret stops a role with a message that names the variable and the fix, and
+never shows a secret's value (the checks carry names only, so no no_log has to hide the message)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BIN, ROOT, run
+
+WEAK = "weakMARK7"  # shorter than any role accepts, and easy to spot if it were printed
+
+
+def assert_play(inventory, role: str):
+    play = inventory.parent / f"assert_{role}.yml"
+    play.write_text(
+        "- hosts: local1\n  gather_facts: false\n"
+        f"  vars_files: ['{ROOT}/group_vars/all/wiring.yml']\n"
+        "  tasks:\n"
+        f"    - ansible.builtin.include_role: {{name: {role}, tasks_from: assert}}\n"
+    )
+    return play
+
+
+def apply(inventory, role: str, *extra: str):
+    env = {"ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
+    play = assert_play(inventory, role)
+    return run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(play), *extra], env=env)
+
+
+@pytest.mark.parametrize(
+    ("role", "variable"),
+    [
+        ("exec_api", "exec_api_database_password"),
+        ("jupyterhub", "jupyterhub_database_password"),
+        ("jupyterhub", "jupyterhub_cookie_secret"),
+        ("superset", "superset_secret_key"),
+        ("superset", "superset_executions_reader_password"),
+        ("keycloak", "keycloak_admin_password"),
+    ],
+)
+def test_a_weak_secret_is_named_and_not_shown(local_inventory, role, variable):
+    good = apply(local_inventory, role)
+    assert good.returncode == 0, good.stdout[-3000:]
+    bad = apply(local_inventory, role, "-e", f"{variable}={WEAK}")
+    text = bad.stdout + bad.stderr
+    assert bad.returncode != 0, text[-3000:]
+    assert variable in text, text[-3000:]
+    assert "censored" not in text, text[-3000:]
+    assert WEAK not in text, text[-3000:]
