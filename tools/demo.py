@@ -31,7 +31,7 @@ HOST = "demo1"
 DOMAIN = "platform.test"
 GROUPS = ["postgresql", "keycloak", "exec_api", "jupyterhub", "superset", "nginx"]
 # Units the platform's roles install; the summary lists those present on the host.
-# The web services deployed so far, each at https://<label>.<domain>, with a page that answers.
+# The web services, each at https://<label>.<domain>, with a page that answers.
 WEB = {
     "auth": "/.well-known/openid-configuration",
     "api": "/health",

@@ -17,6 +17,8 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
 
 def fail(msg: str) -> None:
     print(f"FAILED: {msg}", flush=True)
@@ -49,67 +51,63 @@ def nss_home(ca: str) -> str:
     return home
 
 
+# How each browser chromium() started was launched, so a second one can be started like it.
+_LAUNCHED: dict[int, tuple[str, dict[str, str], str]] = {}
+
+
 def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/chromium"):
     """Debian's Chromium: the platform's names resolve to the given addresses, only the CA is added."""
     rules = ",".join(f"MAP {host} {ip}" for host, ip in resolve.items())
-    return pw.chromium.launch(
+    browser = pw.chromium.launch(
         executable_path=executable,
         args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
         env={**os.environ, "HOME": nss_home(ca)},
     )
+    _LAUNCHED[id(browser)] = (ca, resolve, executable)
+    return browser
+
+
+def _submit_form(page, user: dict) -> None:
+    page.fill("#username", user["username"])
+    page.fill("#password", user["password"])
 
 
 def sign_in(page, start_url: str, user: dict) -> None:
     """From the client's start_url through the provider's login form and back to the client."""
     page.goto(start_url)
     page.wait_for_selector("#username", timeout=30000)
-    page.fill("#username", user["username"])
-    page.fill("#password", user["password"])
+    _submit_form(page, user)
     with page.expect_navigation():
         page.click("#sign-in")
     page.wait_for_load_state()
 
 
-def held_callback(
-    pw,
-    page,
-    start_url: str,
-    user: dict,
-    callback: str,
-    *,
-    ca: str,
-    resolve: dict[str, str],
-    executable: str = "/usr/bin/chromium",
-) -> str:
+def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:
     """Starts a login at start_url in page, signs in at the provider's form, and keeps the browser
     from reaching the client's callback (a URL prefix). Returns the callback URL the provider
     issued: a real, unused code with the state the client really sent; page's context still holds
     the client's side of the login (its session or state cookie).
 
     Playwright does not route the target of a redirect, so the form is submitted from a second
-    browser with page's cookies, in which the client's host name does not resolve."""
+    browser, launched like page's with page's cookies, in which the client's host name does not
+    resolve."""
     page.goto(start_url)
     page.wait_for_selector("#username", timeout=30000)
+    ca, resolve, executable = _LAUNCHED[id(page.context.browser)]
     host = urllib.parse.urlsplit(callback).hostname
     blind = chromium(pw, ca, {**{h: a for h, a in resolve.items() if h != host}, host: "~NOTFOUND"}, executable)
     try:
-        ctx = blind.new_context(storage_state=page.context.storage_state())
-        seen: list[str] = []
-        ctx.on("request", lambda r: seen.append(r.url) if r.url.startswith(callback) else None)
-        form = ctx.new_page()
+        form = blind.new_context(storage_state=page.context.storage_state()).new_page()
         form.goto(page.url)
-        form.fill("#username", user["username"])
-        form.fill("#password", user["password"])
-        form.click("#sign-in", no_wait_after=True)
-        for _ in range(300):
-            if seen:
-                break
-            form.wait_for_timeout(100)
+        _submit_form(form, user)
+        with form.expect_request(lambda r: r.url.startswith(callback), timeout=30000) as request:
+            form.click("#sign-in", no_wait_after=True)
+        return request.value.url
+    except PlaywrightTimeoutError:
+        fail(f"the provider never redirected {user['username']} to {callback}")  # exits
+        return ""
     finally:
         blind.close()
-    if not seen:
-        fail(f"the provider never redirected {user['username']} to {callback}")
-    return seen[0]
 
 
 def with_state(url: str, state: str) -> str:

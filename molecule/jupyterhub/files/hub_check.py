@@ -239,10 +239,7 @@ with sync_playwright() as pw:
     page = ctx.new_page()
     # A real login held back at the hub's callback: the provider's real code with a state the
     # hub did not issue is refused by the state check itself (the hub names it).
-    issued = held_callback(
-        pw, page, HUB + "/hub/oauth_login", CFG["user"], HUB + "/hub/oauth_callback",
-        ca=CFG["ca"], resolve=CFG["resolve"], executable=CFG.get("chromium", "/usr/bin/chromium"),
-    )  # fmt: skip
+    issued = held_callback(pw, page, HUB + "/hub/oauth_login", CFG["user"], HUB + "/hub/oauth_callback")
     r = page.goto(with_state(issued, "forged-" + str(int(time.time()))))
     check(r.status == 400 and "state" in page.content().lower() and "/hub/spawn" not in page.url,
           f"the provider's code with a forged OAuth state is refused for its state (HTTP {r.status})")  # fmt: skip

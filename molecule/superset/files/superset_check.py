@@ -160,10 +160,7 @@ def main() -> None:
         # the refusal was the state's.
         ctx = browser.new_context()
         page = ctx.new_page()
-        issued = held_callback(
-            pw, page, SS + "/login/oidc", usr, SS + "/oauth-authorized/oidc",
-            ca=CFG["ca"], resolve=CFG["resolve"], executable=CFG.get("chromium", "/usr/bin/chromium"),
-        )  # fmt: skip
+        issued = held_callback(pw, page, SS + "/login/oidc", usr, SS + "/oauth-authorized/oidc")
         page.goto(with_state(issued, "forged-" + str(int(time.time()))))
         no_session(page, f"the provider's code with a forged OAuth state is refused (landed on {page.url})")
         page.goto(issued)
