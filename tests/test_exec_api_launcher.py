@@ -89,6 +89,18 @@ def test_anything_else_is_refused(request_argv, reason):
         launcher.check_run(request_argv, CFG)
 
 
+def test_a_ready_run_for_the_same_user_is_accepted():
+    a = argv(unit="exec-api-ready-0123456789ab.service")
+    assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
+    stop = ["stop", "--no-block", "exec-api-ready-0123456789ab.service"]
+    assert launcher.check_stop(stop, CFG)[1:] == stop
+    for bad in ("exec-api-ready-*.service", "exec-api-ready-0123.service", "exec-api-ready-0123456789ab.socket"):
+        with pytest.raises(launcher.Refused):
+            launcher.check_run(argv(unit=bad), CFG)
+        with pytest.raises(launcher.Refused):
+            launcher.check_stop(["stop", "--no-block", bad], CFG)
+
+
 def test_stop_only_the_apis_units():
     assert launcher.check_stop(["stop", "--no-block", "exec-api-run-7-abcdef.service"], CFG)[0] == "/usr/bin/systemctl"
     every_unit_of_7 = ["stop", "--no-block", "exec-api-run-7-*.service"]

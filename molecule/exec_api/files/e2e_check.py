@@ -24,13 +24,19 @@ API = os.environ.get("E2E_API", "http://127.0.0.1:8000")
 CA = os.environ.get("E2E_CA") or True
 with open(os.environ["E2E_TOKENS"]) as f:
     TOKENS: dict[str, str] = json.load(f)
-RUN_UNITS = "exec-api-run-*"
 
 PROBE = """import getpass, json, re, subprocess
-unit = re.search(r"(exec-api-run-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
+unit = re.search(r"(exec-api-(?:run|ready)-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
 keys = "User,MemoryMax,CPUQuotaPerSecUSec,TasksMax,RuntimeMaxUSec,KillMode,NoNewPrivileges"
 props = subprocess.run(["systemctl", "show", unit, "-p", keys], capture_output=True, text=True).stdout
 print(json.dumps({"user": getpass.getuser(), "n": n, "unit": unit, "props": props}))"""
+
+
+# The sleep notebook notes the unit it runs in, so the kill -9 check knows which one to watch.
+WHERE = """import re
+unit = re.search(r"(exec-api-[a-z]+-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
+open("sleep.unit", "w").write(unit)"""
+SLEEP_UNIT = "/home/alice/notebooks/sleep.unit"
 
 
 def forged(user: str) -> str:
@@ -92,6 +98,36 @@ def wait_status(c: httpx.Client, eid: int, statuses: set[str], seconds: float) -
         time.sleep(0.3)
 
 
+def units(pattern: str, user: str) -> list[str]:
+    """Active units matching `pattern` that run as `user`."""
+    names = subprocess.run(["systemctl", "list-units", "--no-legend", "--plain", "--state=active", pattern],
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    found = []
+    for name in (n for n in names if n.endswith(".service")):
+        owner = subprocess.run(["systemctl", "show", "-p", "User", "--value", name], capture_output=True,
+                               text=True).stdout.strip()  # fmt: skip
+        if owner in (user, str(pwd.getpwnam(user).pw_uid)):
+            found.append(name)
+    return found
+
+
+def kernel_up(user: str) -> bool:
+    return subprocess.run(["pgrep", "-u", user, "-f", "ipykernel_launcher"], capture_output=True).returncode == 0
+
+
+def probe_of(c: httpx.Client, eid: int) -> tuple[dict, dict]:
+    out = c.get(f"/db/executions/{eid}/output")
+    text = "".join("".join(o.get("text", "")) for cell in out.json()["cells"] for o in cell.get("outputs", []))
+    probe = json.loads(text.strip().splitlines()[-1])
+    return probe, dict(line.split("=", 1) for line in probe["props"].split("\n") if "=" in line)
+
+
+def limited(props: dict) -> bool:
+    return (props.get("MemoryMax") == str(2 * 1024**3) and props.get("TasksMax") == "256"
+            and props.get("CPUQuotaPerSecUSec") == "1s" and props.get("KillMode") == "control-group"
+            and props.get("NoNewPrivileges") == "yes")  # fmt: skip
+
+
 def memory_limits_enforced() -> bool:
     """False on a host whose systemd cannot write the memory controller (nspawn on cgroup v1)."""
     with open("/proc/self/mounts") as f:
@@ -107,7 +143,7 @@ def memory_limits_enforced() -> bool:
 def main() -> None:
     alice, bob = client("alice"), client("bob")
     notebook("/home/alice/notebooks/probe.ipynb", [PROBE])
-    notebook("/home/alice/notebooks/sleep.ipynb", ["import time; time.sleep(n)"], "n = 60")
+    notebook("/home/alice/notebooks/sleep.ipynb", [WHERE, "import time; time.sleep(n)"], "n = 60")
     notebook("/home/alice/notebooks/hog.ipynb", ["x = bytearray(n * 1024 * 1024); x[::4096] = b'1' * len(x[::4096])"],
              "n = 10")  # fmt: skip
 
@@ -129,15 +165,30 @@ def main() -> None:
     check("the run succeeds", r.status_code == 200 and ex.get("status") == "succeeded", r.text)
     out = alice.get(f"/db/executions/{ex['id']}/output")
     check("its output notebook downloads", out.status_code == 200, out.status_code)
-    text = "".join("".join(o.get("text", "")) for c in out.json()["cells"] for o in c.get("outputs", []))
-    probe = json.loads(text.strip().splitlines()[-1])
-    props = dict(line.split("=", 1) for line in probe["props"].split("\n") if "=" in line)
+    probe, props = probe_of(alice, ex["id"])
     alice_uid = str(pwd.getpwnam("alice").pw_uid)
     check("it ran as alice", probe["user"] == "alice" and props.get("User") in ("alice", alice_uid), probe)
     check("with the value passed as a parameter", probe["n"] == 21, probe)
-    check("in a transient unit with limits", props.get("MemoryMax") == str(2 * 1024**3)
-          and props.get("TasksMax") == "256" and props.get("CPUQuotaPerSecUSec") == "1s"
-          and props.get("KillMode") == "control-group" and props.get("NoNewPrivileges") == "yes", props)  # fmt: skip
+    check("in a transient unit with limits", limited(props), props)
+
+    # Her next run is started ahead: a unit of hers, with the same limits, whose kernel is up.
+    deadline = time.monotonic() + 60
+    while not (ready := units("exec-api-ready-*", "alice")) or not kernel_up("alice"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    check("a ready run waits for alice's next run", len(ready) >= 1 and kernel_up("alice"), ready)
+    time.sleep(2)  # the kernel answers its first request
+    t0 = time.monotonic()
+    r = alice.post("/execute-notebook", json={"notebook_id": nid, "parameters": {"n": 22}, "wait": True})
+    took = time.monotonic() - t0
+    ex2 = r.json().get("execution", {})
+    check("the next run succeeds", ex2.get("status") == "succeeded", r.text)
+    probe, props = probe_of(alice, ex2["id"])
+    check("in the unit started ahead for her", probe["unit"] in ready, (probe["unit"], ready))
+    check("as alice, with the same limits", probe["user"] == "alice" and probe["n"] == 22 and limited(props), probe)
+    check(f"without waiting for a kernel start (submit -> succeeded {took:.3f} s)", took < 1.0, took)
+    check("a ready run for bob only after a run of bob's", not units("exec-api-ready-*", "bob"))
 
     r = bob.get(f"/db/notebooks/{nid}")
     check("bob cannot see alice's notebook", r.status_code in (403, 404), r.status_code)
@@ -171,10 +222,16 @@ def main() -> None:
           r.text)  # fmt: skip
     check("the service is still healthy", anonymous("/health").status_code == 200)
 
+    if os.path.exists(SLEEP_UNIT):
+        os.unlink(SLEEP_UNIT)
     r = alice.post("/execute", json={"path": "sleep.ipynb", "params": {"n": 30}})
     eid = r.json()["execution_id"]
     ex = wait_status(alice, eid, {"running"}, 30)
-    check("a long run is running", ex.get("status") == "running", ex)
+    for _ in range(300):
+        if os.path.exists(SLEEP_UNIT):
+            break
+        time.sleep(0.1)
+    check("a long run is running", ex.get("status") == "running" and os.path.exists(SLEEP_UNIT), ex)
     main_pid = int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "exec-api.service"],
                                   capture_output=True, text=True, check=True).stdout)  # fmt: skip
     os.kill(main_pid, signal.SIGKILL)  # kill -9 of the service's process, mid-run
@@ -182,14 +239,16 @@ def main() -> None:
     ex = wait_status(alice, eid, {"failed", "succeeded", "queued"}, 90)
     check("after kill -9 and restart it is not left running", ex.get("status") in {"failed", "succeeded", "queued"},
           ex)  # fmt: skip
-    left = "?"
+    with open(SLEEP_UNIT) as f:
+        orphan = f.read().strip()
+    state = "?"
     for _ in range(30):
-        left = subprocess.run(["systemctl", "list-units", "--no-legend", "--state=active,activating,deactivating",
-                               f"exec-api-run-{eid}-*"], capture_output=True, text=True).stdout.strip()  # fmt: skip
-        if not left:
+        state = subprocess.run(["systemctl", "is-active", orphan], capture_output=True, text=True).stdout.strip()
+        if state not in ("active", "activating", "deactivating"):
             break
         time.sleep(1)
-    check("the orphaned run's unit was stopped after the restart", not left, left)
+    check(f"the orphaned run's unit ({orphan}) ended after the restart", state not in ("active", "activating",
+          "deactivating"), state)  # fmt: skip
     check("the service came back", anonymous("/health").status_code == 200)
     print("all checks passed")
 

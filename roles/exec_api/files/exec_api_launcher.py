@@ -15,12 +15,14 @@ connection). The root side accepts only the API's user as peer, checks the reque
 /etc/exec-api/launcher.json and only then executes the real systemd-run or systemctl with the
 client's descriptors, and sends back the exit status. What it accepts:
 
-- run: the unit name and slice the API uses; a target uid that is a member of the platform's
-  users group and at least `min_uid` (never root or a system account), with its own primary
-  gid, HOME, USER and LOGNAME; only allowed unit properties, every required limit present, a
-  working directory inside the user's home; and exactly the configured child command.
-- stop: `stop --no-block <one of the API's run units>` or `exec-api-run-<id>-*.service` (all
-  units of one execution).
+- run: the unit names and slice the API uses (a run's own unit, or a ready run: a unit of the
+  same user with the same limits, started ahead, whose child waits for its job); a target uid
+  that is a member of the platform's users group and at least `min_uid` (never root or a system
+  account), with its own primary gid, HOME, USER and LOGNAME; only allowed unit properties, every
+  required limit present, a working directory inside the user's home; and exactly the
+  configured child command.
+- stop: `stop --no-block <one of the API's run or ready units>` or `exec-api-run-<id>-*.service`
+  (all units of one execution).
 
 Anything else is refused with exit status 126 and a reason on the client's stderr.
 """
@@ -39,9 +41,10 @@ import sys
 
 CONFIG = os.environ.get("EXEC_API_LAUNCHER_CONFIG", "/etc/exec-api/launcher.json")
 SOCKET = os.environ.get("EXEC_API_LAUNCHER_SOCKET", "/run/exec-api-launcher.sock")
-UNIT_RE = re.compile(r"^exec-api-run-[0-9]+-[0-9a-f]{6}\.service$")
+# A run's own unit (exec-api-run-<id>-<hex>) or a ready run, started ahead for its user (exec-api-ready-<hex>).
+UNIT_RE = re.compile(r"^exec-api-(?:run-[0-9]+-[0-9a-f]{6}|ready-[0-9a-f]{12})\.service$")
 # Stop also takes every unit of one execution (orphans after a crash): exec-api-run-<id>-*.service
-STOP_RE = re.compile(r"^exec-api-run-[0-9]+-(?:[0-9a-f]{6}|\*)\.service$")
+STOP_RE = re.compile(r"^exec-api-(?:run-[0-9]+-(?:[0-9a-f]{6}|\*)|ready-[0-9a-f]{12})\.service$")
 REFUSED = 126
 FLAGS = {"--quiet", "--collect", "--wait", "--pipe", "--service-type=exec"}
 

@@ -95,6 +95,21 @@ class Settings(BaseSettings):
     systemd_slice: str = "exec-api-runs.slice"
     systemd_extra_properties: list[str] = []
 
+    # --- ready runs (subprocess and systemd runners) --------------------------------------
+    ready_per_user: int = Field(
+        default=1,
+        ge=0,
+        description="Runs started ahead for each recent user: a child (for systemd, a unit as "
+        "that user, with the run limits) whose kernel is up and which waits for its job; "
+        "0 starts every run cold",
+    )
+    ready_max_users: int = Field(
+        default=8, ge=1, description="Users with ready runs at once (least recently used go first)"
+    )
+    ready_idle_seconds: int = Field(
+        default=600, ge=1, description="A ready run nobody took in this time is ended"
+    )
+
     # --- misc -------------------------------------------------------------------------
     cors_origins: list[str] = []
     log_level: str = "INFO"

@@ -1,8 +1,12 @@
 """One notebook run in its own process (the ``subprocess`` and ``systemd`` runners).
 
-Reads the job (JSON) on stdin, runs the notebook on a fresh kernel, writes the result
-(JSON, one line) on stdout.  See :mod:`app.services.runners` for the protocol.  On SIGTERM
-the kernel's whole process group is killed before exiting.
+The child starts its kernel first and only then reads its job, so a runner can start it
+ahead of time ("ready run") and hand it a job later.  The job is one JSON line on stdin; the
+result is one JSON line on stdout.  See :mod:`app.services.runners` for the protocol.
+
+Stdin stays open while the run lasts: end of file on stdin means the runner is gone (or
+has ended a ready run nobody took), and the child kills its kernel's whole process group and
+exits.  So does SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -30,76 +35,96 @@ def _emit(doc: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _failed(message: str, notebook: Any = None, status: str = "failed") -> dict[str, Any]:
+    return {"status": status, "error": None, "notebook": notebook, "error_message": message}
+
+
+class _Kernel:
+    """The run's kernel, started before the job is known (ipc sockets in a private dir)."""
+
+    def __init__(self) -> None:
+        self.sockdir = tempfile.mkdtemp(prefix="exec-api-kernel-")  # 0700
+        self.km = KernelManager(transport="ipc", ip=os.path.join(self.sockdir, "k"))
+        self.kernel: Kernel | None = None
+        self.kc: BlockingKernelClient | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        try:
+            self.km.start_kernel(cwd=os.getcwd())
+            proc = getattr(self.km.provisioner, "process", None)
+            if proc is None or int(proc.pid) <= 1:
+                raise RuntimeError("no kernel process")
+            self.kc = self.km.client()
+            self.kc.start_channels()
+            self.kernel = Kernel(
+                pid=int(proc.pid),
+                connection_file=self.km.connection_file,
+                client=self.kc,
+            )
+            self.kc.wait_for_ready(timeout=60.0)
+        except Exception as e:  # noqa: BLE001 - reported as the run's failure
+            self.error = f"kernel did not start: {e}"
+
+    def kill(self) -> None:
+        if self.kernel is not None:
+            self.kernel.kill()
+        shutil.rmtree(self.sockdir, ignore_errors=True)
+
+    def close(self) -> None:
+        self.kill()
+        if self.kc is not None:
+            self.kc.stop_channels()
+        self.km.cleanup_resources()
+
+
 def main() -> int:
-    job = json.loads(sys.stdin.read())
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    k = _Kernel()
+
+    def _end(*_: Any) -> None:
+        k.kill()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, _end)
+    k.start()
+    line = sys.stdin.buffer.readline()
+    if not line.strip():  # end of file: a ready run nobody took, or the runner is gone
+        k.close()
+        return 0
+
+    # From here on, end of file on stdin means the runner is gone: stop everything.
+    def _watch() -> None:
+        sys.stdin.buffer.read()
+        _end()
+
+    threading.Thread(target=_watch, daemon=True).start()
+    try:
+        _emit(run(json.loads(line), k))
+    finally:
+        k.kill()
+    # Exit at once: the kernel is killed and its sockets are gone; a clean interpreter
+    # shutdown (channels, zmq context, the stdin watcher) would add about a second.
+    os._exit(0)
+
+
+def run(job: dict[str, Any], k: _Kernel) -> dict[str, Any]:
     try:
         nb = nbformat.read(job["notebook"], as_version=4)
     except (OSError, ValueError) as e:
-        _emit(
-            {
-                "status": "failed",
-                "error": None,
-                "error_message": f"cannot read notebook: {e}",
-                "notebook": None,
-            }
-        )
-        return 0
+        return _failed(f"cannot read notebook: {e}")
+    if k.error or k.kernel is None:
+        return _failed(k.error or "kernel did not start")
     inject(nb, job.get("parameters") or {}, job.get("types") or {})
     timeout = float(job.get("timeout") or 600)
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    sockdir = tempfile.mkdtemp(prefix="exec-api-kernel-")  # private (0700) ipc sockets
-    km = KernelManager(transport="ipc", ip=os.path.join(sockdir, "k"))
-    km.start_kernel(cwd=job.get("cwd") or None)
-    proc = getattr(km.provisioner, "process", None)
-    pid = int(proc.pid) if proc is not None else -1
-    kc: BlockingKernelClient = km.client()
-    kc.start_channels()
-    kernel = Kernel(pid=pid, connection_file=km.connection_file, client=kc)
-
-    def _term(*_: Any) -> None:
-        kernel.kill()
-        shutil.rmtree(sockdir, ignore_errors=True)
-        os._exit(143)
-
-    signal.signal(signal.SIGTERM, _term)
+    deadline = time.monotonic() + timeout  # the run's own time, from the job's arrival
     try:
-        kc.wait_for_ready(timeout=60.0)
-        deadline = time.monotonic() + timeout  # the run's own time, from a ready kernel
-        res = execute_notebook(nb, kernel, deadline=deadline, cwd=job.get("cwd"))
-        _emit({"status": res.status, "error": res.error, "notebook": res.notebook})
+        res = execute_notebook(nb, k.kernel, deadline=deadline, cwd=job.get("cwd"))
     except Stopped:
-        _emit(
-            {
-                "status": "timed_out",
-                "error": None,
-                "notebook": nb,
-                "error_message": f"timed out after {int(timeout)} s",
-            }
-        )
+        return _failed(f"timed out after {int(timeout)} s", nb, status="timed_out")
     except KernelDied:
-        _emit(
-            {
-                "status": "failed",
-                "error": None,
-                "notebook": nb,
-                "error_message": "the kernel died during execution",
-            }
-        )
-    except RuntimeError as e:
-        _emit(
-            {
-                "status": "failed",
-                "error": None,
-                "notebook": None,
-                "error_message": f"kernel did not start: {e}",
-            }
-        )
-    finally:
-        kernel.kill()
-        kc.stop_channels()
-        km.cleanup_resources()
-        shutil.rmtree(sockdir, ignore_errors=True)
-    return 0
+        return _failed("the kernel died during execution", nb)
+    return {"status": res.status, "error": res.error, "notebook": res.notebook}
 
 
 if __name__ == "__main__":

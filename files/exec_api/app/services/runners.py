@@ -8,10 +8,12 @@
                  in a transient unit with memory/CPU/task/runtime limits and
                  ``KillMode=control-group``.
 
-Child protocol: the job is one JSON object on stdin
+Child protocol: the child starts its kernel, then reads the job, one JSON line on stdin
 ``{"notebook": abs path, "cwd": dir, "parameters": {...}, "types": {...}, "timeout": s}``;
-the answer is one JSON object on stdout
+the answer is one JSON line on stdout
 ``{"status": "succeeded"|"failed"|"timed_out", "error": {...}|null, "notebook": {...}|null}``.
+The runner keeps stdin open until the answer is in: end of file on stdin (the worker died,
+or a ready child is no longer wanted) makes the child kill its kernel and exit.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -152,8 +155,28 @@ class LocalRunner:
 
 
 # ------------------------------------------------------------------------ subprocess
+@dataclass
+class Started:
+    """A child the runner started: for a job at once (cold) or ahead of time (ready)."""
+
+    proc: subprocess.Popen[bytes]
+    username: str
+    unit: str | None = None
+    at: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
 class SubprocessRunner:
-    """Runs each job in a child process (``python -m app.services.child``)."""
+    """Runs each job in a child process (``python -m app.services.child``).
+
+    Ready runs: after a user's run is handed over, the runner starts ``ready_per_user``
+    children for that user ahead of time.  Each starts its own fresh kernel and waits for a
+    job on stdin, so that user's next run does not wait for a kernel start; one child, one
+    kernel, one run.  Ready children nobody took in ``ready_idle_seconds`` are ended (stdin
+    closed), and only the ``ready_max_users`` most recent users keep them.
+    """
 
     name = "subprocess"
     grace_seconds = 5.0
@@ -161,45 +184,165 @@ class SubprocessRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.python = settings.systemd_python or sys.executable
+        self._ready: OrderedDict[str, list[Started]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
 
+    # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        return None
+        if self.settings.ready_per_user > 0:
+            threading.Thread(target=self._expire_loop, name="ready-runs", daemon=True).start()
 
     def close(self) -> None:
-        return None
+        self._closing.set()
+        with self._lock:
+            ready = [r for rs in self._ready.values() for r in rs]
+            self._ready.clear()
+        for r in ready:
+            self._end(r)
 
     def ready_kernels(self) -> int:
-        return 0
+        with self._lock:
+            return sum(r.alive() for rs in self._ready.values() for r in rs)
 
     def reap(self, execution_ids: list[int]) -> None:
-        return None  # development runner: an orphaned child finishes on its own (or its timeout)
+        return None  # an orphaned child sees its stdin close when its worker dies, and ends
 
+    # ----------------------------------------------------------------- children
     def child_command(self) -> list[str]:
         return [self.python, "-m", "app.services.child"]
 
-    def command(self, job: Job) -> list[str]:
-        return self.child_command()
-
-    def _spawn(self, job: Job, argv: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            argv,
+    def _spawn(self, username: str, cwd: str | None, runtime_max: int, unit: str | None) -> Started:
+        proc = subprocess.Popen(
+            self.child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            cwd=job.cwd,
+            cwd=cwd,
             env=kernel_env(),
         )
+        return Started(proc, username, unit)
 
-    def stop_child(self, job: Job, proc: subprocess.Popen[bytes]) -> None:
+    def _cold(self, job: Job) -> Started:
+        return self._spawn(job.username, job.cwd, job.timeout_seconds + 15, self.unit_name(job))
+
+    def _ahead(self, username: str) -> Started:
+        # A ready child waits up to ready_idle_seconds, then runs a job of at most max_timeout.
+        s = self.settings
+        runtime_max = s.ready_idle_seconds + s.max_timeout_seconds + 60
+        return self._spawn(username, self.ready_cwd(username), runtime_max, self.ready_unit_name())
+
+    def unit_name(self, job: Job) -> str | None:
+        return None
+
+    def ready_unit_name(self) -> str | None:
+        return None
+
+    def ready_cwd(self, username: str) -> str | None:
+        return None  # the kernel changes to the notebook's directory when the job comes
+
+    # --------------------------------------------------------------- ready runs
+    def _take(self, username: str) -> Started | None:
+        with self._lock:
+            rs = self._ready.get(username) or []
+            while rs:
+                r = rs.pop(0)
+                if r.alive():
+                    return r
+                self._ended_early(r)
+        return None
+
+    def _refill(self, username: str) -> None:
+        """Start ready children for ``username`` up to ``ready_per_user``."""
+        s = self.settings
+        if s.ready_per_user <= 0 or self._closing.is_set():
+            return
+        evicted: list[Started] = []
+        with self._lock:
+            rs = self._ready.setdefault(username, [])
+            self._ready.move_to_end(username)
+            while len(self._ready) > s.ready_max_users:
+                evicted += self._ready.popitem(last=False)[1]
+            while len(rs) < s.ready_per_user:
+                try:
+                    rs.append(self._ahead(username))
+                except (OSError, KeyError) as e:
+                    log.warning("cannot start a ready run for %s: %s", username, e)
+                    break
+        for r in evicted:
+            self._end(r)
+
+    def _expire_loop(self) -> None:
+        every = min(30.0, max(0.5, self.settings.ready_idle_seconds / 4))
+        while not self._closing.wait(every):
+            self.expire()
+
+    def expire(self) -> None:
+        """End ready children older than ready_idle_seconds; forget users left with none."""
+        limit = time.monotonic() - self.settings.ready_idle_seconds
+        ended: list[Started] = []
+        with self._lock:
+            for user in list(self._ready):
+                keep = []
+                for r in self._ready[user]:
+                    if not r.alive():
+                        self._ended_early(r)
+                    elif r.at < limit:
+                        ended.append(r)
+                    else:
+                        keep.append(r)
+                if keep:
+                    self._ready[user] = keep
+                else:
+                    del self._ready[user]
+        for r in ended:
+            self._end(r)
+
+    def _ended_early(self, r: Started) -> None:
+        err = b""
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            os.set_blocking(r.proc.stderr.fileno(), False)  # type: ignore[union-attr]
+            err = r.proc.stderr.read() or b""  # type: ignore[union-attr]
+        log.warning(
+            "a ready run for %s ended before it was used (exit %s): %s",
+            r.username,
+            r.proc.returncode,
+            err.decode("utf-8", "replace")[-500:].strip(),
+        )
+        self._close_pipes(r)
+
+    def _end(self, r: Started) -> None:
+        """End a ready child: stdin closed means "no job", and it exits."""
+        with contextlib.suppress(OSError, ValueError):
+            r.proc.stdin.close()  # type: ignore[union-attr]
+
+        def _collect() -> None:
+            try:
+                r.proc.wait(timeout=self.grace_seconds + 10)
+            except subprocess.TimeoutExpired:
+                self.stop_child(r)
+            self._close_pipes(r)
+
+        threading.Thread(target=_collect, daemon=True).start()
+
+    @staticmethod
+    def _close_pipes(r: Started) -> None:
+        for f in (r.proc.stdin, r.proc.stdout, r.proc.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                if f is not None:
+                    f.close()
+
+    # ---------------------------------------------------------------------- run
+    def stop_child(self, r: Started) -> None:
         """Stop the run: SIGTERM (the child kills its kernel group), then SIGKILL."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(r.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=self.grace_seconds)
+            r.proc.wait(timeout=self.grace_seconds)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(r.proc.pid, signal.SIGKILL)
 
     def run(self, job: Job, control: Control) -> Outcome:
         payload = json.dumps(
@@ -211,19 +354,31 @@ class SubprocessRunner:
                 "timeout": job.timeout_seconds,
             }
         ).encode()
-        argv = self.command(job)
-        try:
-            proc = self._spawn(job, argv)
-        except OSError as e:
-            return Outcome("failed", error_message=f"cannot start runner: {e}")
-        result: dict[str, Any] = {}
+        started = self._take(job.username)
+        if started is None:
+            try:
+                started = self._cold(job)
+            except OSError as e:
+                return Outcome("failed", error_message=f"cannot start runner: {e}")
+        proc = started.proc
+        result: dict[str, bytes] = {}
 
         def _talk() -> None:
-            out, err = proc.communicate(payload)
-            result["out"], result["err"] = out, err
+            # The job is one line; stdin stays open while the run lasts (its end = stop).
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.write(payload + b"\n")  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+            err: list[bytes] = []
+            reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+            reader.start()
+            result["out"] = proc.stdout.read()  # type: ignore[union-attr]
+            reader.join()
+            proc.wait()
+            result["err"] = err[0] if err else b""
 
         t = threading.Thread(target=_talk, daemon=True)
         t.start()
+        self._refill(job.username)  # the user's next run gets a kernel started ahead
         deadline = time.monotonic() + job.timeout_seconds + 30
         stopped_reason: str | None = None
         while t.is_alive():
@@ -234,10 +389,12 @@ class SubprocessRunner:
                 stopped_reason = "timed_out"
                 break
         if stopped_reason:
-            self.stop_child(job, proc)
+            self.stop_child(started)
             t.join(timeout=self.grace_seconds + 5)
+            self._close_pipes(started)
             return Outcome(stopped_reason, error_message=f"execution {stopped_reason}")
         t.join()
+        self._close_pipes(started)
         return self.parse(proc.returncode, result.get("out") or b"", result.get("err") or b"")
 
     @staticmethod
@@ -264,7 +421,10 @@ class SystemdRunner(SubprocessRunner):
     """The child runs as the notebook owner in a transient systemd unit.
 
     Needs systemd as PID 1 and the right to start units for other users: the service runs
-    as root, or a polkit rule grants it ``org.freedesktop.systemd1.manage-units``.
+    as root, or goes through the launcher (``roles/exec_api/files/exec_api_launcher.py``).
+    A ready run is a unit of the user's own, with the same limits, whose kernel is up and
+    which waits for its job (``exec-api-ready-<hex>.service``); a cold run's unit is named
+    after its execution (``exec-api-run-<id>-<hex>.service``).
     """
 
     name = "systemd"
@@ -272,22 +432,32 @@ class SystemdRunner(SubprocessRunner):
     def unit_name(self, job: Job) -> str:
         return f"exec-api-run-{job.execution_id}-{secrets.token_hex(3)}.service"
 
+    def ready_unit_name(self) -> str:
+        return f"exec-api-ready-{secrets.token_hex(6)}.service"
+
+    def ready_cwd(self, username: str) -> str:
+        return pwd.getpwnam(username).pw_dir  # KeyError: no such Unix user
+
     def command(self, job: Job, unit: str | None = None) -> list[str]:
+        return self.unit_command(
+            job.username, job.cwd, job.timeout_seconds + 15, unit or self.unit_name(job)
+        )
+
+    def unit_command(self, username: str, cwd: str, runtime_max: int, unit: str) -> list[str]:
         s = self.settings
-        pw = pwd.getpwnam(job.username)  # KeyError: no such Unix user
-        unit = unit or self.unit_name(job)
+        pw = pwd.getpwnam(username)  # KeyError: no such Unix user
         props = [
             f"MemoryMax={s.systemd_memory_max}",
             "MemorySwapMax=0",
             f"CPUQuota={s.systemd_cpu_quota}",
             f"TasksMax={s.systemd_tasks_max}",
-            f"RuntimeMaxSec={job.timeout_seconds + 15}",
+            f"RuntimeMaxSec={runtime_max}",
             "KillMode=control-group",
             "TimeoutStopSec=5",
             "NoNewPrivileges=yes",
             "PrivateTmp=yes",
             "ProtectSystem=full",
-            f"WorkingDirectory={job.cwd}",
+            f"WorkingDirectory={cwd}",
             *s.systemd_extra_properties,
         ]
         argv = [
@@ -302,8 +472,8 @@ class SystemdRunner(SubprocessRunner):
             "--pipe",
             "--service-type=exec",
             f"--setenv=HOME={pw.pw_dir}",
-            f"--setenv=USER={job.username}",
-            f"--setenv=LOGNAME={job.username}",
+            f"--setenv=USER={username}",
+            f"--setenv=LOGNAME={username}",
             "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1",
         ]
         for p in props:
@@ -318,35 +488,32 @@ class SystemdRunner(SubprocessRunner):
             return Outcome("failed", error_message=f"no Unix user {job.username!r} on this host")
         return super().run(job, control)
 
-    def _spawn(self, job: Job, argv: list[str]) -> subprocess.Popen[bytes]:
-        unit = self.unit_name(job)
-        argv = self.command(job, unit)
+    def _spawn(self, username: str, cwd: str | None, runtime_max: int, unit: str | None) -> Started:
+        assert cwd is not None and unit is not None
         proc = subprocess.Popen(
-            argv,
+            self.unit_command(username, cwd, runtime_max, unit),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        proc.unit = unit  # type: ignore[attr-defined]
-        return proc
+        return Started(proc, username, unit)
 
     def stop_command(self, unit: str) -> list[str]:
         return [self.settings.systemctl_path, "stop", "--no-block", unit]
 
     def reap(self, execution_ids: list[int]) -> None:
-        # A worker killed with -9 leaves its transient units running (they are not in the
-        # service's cgroup): stop every unit of each orphaned execution.
+        # A worker killed with -9 closes every child's stdin, and the child ends its run; as a
+        # second line, stop every cold unit of each orphaned execution.
         for eid in execution_ids:
             cmd = self.stop_command(f"exec-api-run-{int(eid)}-*.service")
             subprocess.run(cmd, check=False, capture_output=True, timeout=30)
 
-    def stop_child(self, job: Job, proc: subprocess.Popen[bytes]) -> None:
-        unit = getattr(proc, "unit", None)
-        if unit:
+    def stop_child(self, r: Started) -> None:
+        if r.unit:
             # KillMode=control-group: stopping the unit kills the kernel and all it started.
-            subprocess.run(self.stop_command(unit), check=False, capture_output=True, timeout=30)
-        super().stop_child(job, proc)
+            subprocess.run(self.stop_command(r.unit), check=False, capture_output=True, timeout=30)
+        super().stop_child(r)
 
 
 def make_runner(settings: Settings) -> Runner:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pwd
+import re
 import subprocess
 import threading
 import time
@@ -11,6 +13,7 @@ import nbformat
 import pytest
 
 from app.core.config import Settings
+from app.services.kernels import kernel_env
 from app.services.runners import Control, Job, SubprocessRunner, SystemdRunner
 
 
@@ -27,22 +30,30 @@ def cfg(tmp_path):
     )
 
 
-def _nb(tmp_path, *cells, params=None):
+@pytest.fixture
+def sub(cfg):
+    r = SubprocessRunner(cfg)
+    r.start()
+    yield r
+    r.close()
+
+
+def _nb(tmp_path, *cells, params=None, name="n.ipynb"):
     nb = nbformat.v4.new_notebook()
     if params:
         c = nbformat.v4.new_code_cell(params)
         c.metadata["tags"] = ["parameters"]
         nb.cells.append(c)
     nb.cells += [nbformat.v4.new_code_cell(s) for s in cells]
-    p = tmp_path / "n.ipynb"
+    p = tmp_path / name
     nbformat.write(nb, str(p))
     return p
 
 
-def _job(p, timeout=60, **params):
+def _job(p, timeout=60, user="nobody", **params):
     return Job(
         execution_id=1,
-        username="nobody",
+        username=user,
         notebook_path=str(p),
         cwd=str(p.parent),
         parameters=params,
@@ -51,35 +62,35 @@ def _job(p, timeout=60, **params):
     )
 
 
-def test_subprocess_runner_success_and_params(cfg, tmp_path):
+def test_subprocess_runner_success_and_params(sub, tmp_path):
     p = _nb(tmp_path, "import os\nprint(x, os.getcwd())", params="x = 0")
-    out = SubprocessRunner(cfg).run(_job(p, x="it's"), Control())
+    out = sub.run(_job(p, x="it's"), Control())
     assert out.status == "succeeded", out
     text = out.notebook["cells"][-1]["outputs"][0]["text"]
     assert text.strip() == f"it's {tmp_path}"
 
 
-def test_subprocess_runner_failure(cfg, tmp_path):
+def test_subprocess_runner_failure(sub, tmp_path):
     p = _nb(tmp_path, "raise ValueError('boom')")
-    out = SubprocessRunner(cfg).run(_job(p), Control())
+    out = sub.run(_job(p), Control())
     assert out.status == "failed"
     assert out.error_detail["ename"] == "ValueError" and "boom" in out.error_message
 
 
-def test_subprocess_runner_timeout(cfg, tmp_path):
+def test_subprocess_runner_timeout(sub, tmp_path):
     p = _nb(tmp_path, "import time\ntime.sleep(60)")
     t0 = time.monotonic()
-    out = SubprocessRunner(cfg).run(_job(p, timeout=2), Control())
+    out = sub.run(_job(p, timeout=2), Control())
     assert out.status == "timed_out"
     assert time.monotonic() - t0 < 20
 
 
-def test_subprocess_runner_cancel(cfg, tmp_path):
+def test_subprocess_runner_cancel(sub, tmp_path):
     p = _nb(tmp_path, "import time\ntime.sleep(60)")
     c = Control()
     threading.Timer(3.0, c.stop.set).start()
     t0 = time.monotonic()
-    out = SubprocessRunner(cfg).run(_job(p), c)
+    out = sub.run(_job(p), c)
     assert out.status == "cancelled"
     assert time.monotonic() - t0 < 15
 
@@ -139,3 +150,116 @@ def test_systemd_unknown_user_fails_cleanly(cfg, tmp_path):
 def test_parse_garbage():
     out = SubprocessRunner.parse(1, b"", b"Traceback: boom")
     assert out.status == "failed" and "boom" in out.error_message
+
+
+# ------------------------------------------------------------------------ ready runs
+def _wait(pred, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not pred():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(")")[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_a_users_next_run_takes_the_child_started_ahead(sub, tmp_path):
+    p = _nb(tmp_path, "import os\nprint(os.getppid())")
+    t0 = time.monotonic()
+    assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"
+    cold = time.monotonic() - t0
+    assert sub.ready_kernels() == 1
+    ahead = sub._ready["alice"][0]
+    time.sleep(6)  # its kernel comes up meanwhile
+    t0 = time.monotonic()
+    out = sub.run(_job(p, user="alice"), Control())
+    took = time.monotonic() - t0
+    assert out.status == "succeeded", out
+    # The kernel's parent is the child started ahead; the run did not wait for a kernel start.
+    assert int(out.notebook["cells"][-1]["outputs"][0]["text"]) == ahead.proc.pid
+    assert took < min(1.0, cold / 2), (took, cold)
+    assert ahead.proc.wait(10) == 0
+    assert sub.ready_kernels() == 1  # and another one is on its way for alice's next run
+    assert sub._ready["alice"][0] is not ahead
+
+
+def test_a_child_whose_runner_is_gone_kills_its_kernel(cfg, tmp_path):
+    pidfile = tmp_path / "kernel.pid"
+    write_pid = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))"
+    p = _nb(tmp_path, write_pid, "time.sleep(120)")
+    child = subprocess.Popen(
+        SubprocessRunner(cfg).child_command(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=kernel_env(),
+    )
+    job = {"notebook": str(p), "cwd": str(tmp_path), "parameters": {}, "types": {}, "timeout": 300}
+    child.stdin.write(json.dumps(job).encode() + b"\n")
+    child.stdin.flush()
+    _wait(lambda: pidfile.exists() and pidfile.read_text().strip())
+    kernel = int(pidfile.read_text())
+    assert not _gone(kernel)
+    child.stdin.close()  # what the child sees when its worker is killed with -9
+    assert child.wait(15) == 143
+    _wait(lambda: _gone(kernel), 10)
+
+
+def test_ready_children_nobody_takes_are_ended(cfg, tmp_path):
+    r = SubprocessRunner(cfg.model_copy(update={"ready_idle_seconds": 1}))
+    assert r.run(_job(_nb(tmp_path, "1"), user="alice"), Control()).status == "succeeded"
+    ahead = r._ready["alice"][0]
+    time.sleep(1.2)
+    r.expire()
+    assert r.ready_kernels() == 0 and "alice" not in r._ready
+    assert ahead.proc.wait(30) == 0
+    r.close()
+
+
+def test_only_the_most_recent_users_keep_ready_children(cfg, tmp_path):
+    r = SubprocessRunner(cfg.model_copy(update={"ready_max_users": 1}))
+    p = _nb(tmp_path, "1")
+    assert r.run(_job(p, user="alice"), Control()).status == "succeeded"
+    alices = r._ready["alice"][0]
+    assert r.run(_job(p, user="bob"), Control()).status == "succeeded"
+    assert list(r._ready) == ["bob"]
+    assert alices.proc.wait(30) == 0
+    r.close()
+
+
+def test_no_ready_children_when_turned_off(cfg, tmp_path):
+    r = SubprocessRunner(cfg.model_copy(update={"ready_per_user": 0}))
+    assert r.run(_job(_nb(tmp_path, "1")), Control()).status == "succeeded"
+    assert r.ready_kernels() == 0 and not r._ready
+
+
+def test_systemd_ready_unit(cfg, tmp_path, monkeypatch):
+    started = []
+
+    class FakePopen:
+        def __init__(self, argv, **kw):
+            started.append(argv)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    cfg = cfg.model_copy(update={"ready_idle_seconds": 300, "max_timeout_seconds": 900})
+    r = SystemdRunner(cfg)
+    r._refill("nobody")
+    assert r.ready_kernels() == 1
+    (argv,) = started
+    pw = pwd.getpwnam("nobody")
+    unit = next(a.split("=", 1)[1] for a in argv if a.startswith("--unit="))
+    assert re.fullmatch(r"exec-api-ready-[0-9a-f]{12}\.service", unit)
+    props = {argv[i + 1] for i, a in enumerate(argv) if a == "-p"}
+    assert f"RuntimeMaxSec={300 + 900 + 60}" in props
+    assert f"WorkingDirectory={pw.pw_dir}" in props
+    assert {"MemoryMax=1G", "CPUQuota=50%", "TasksMax=64", "KillMode=control-group"} <= props
+    assert f"--uid={pw.pw_uid}" in argv
