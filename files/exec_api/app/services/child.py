@@ -80,18 +80,23 @@ class _Kernel:
 
 def main() -> int:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    k = _Kernel()
+    kernels = [_Kernel()]
 
     def _end(*_: Any) -> None:
-        k.kill()
+        kernels[-1].kill()
         os._exit(143)
 
     signal.signal(signal.SIGTERM, _end)
-    k.start()
+    kernels[-1].start()
     line = sys.stdin.buffer.readline()
     if not line.strip():  # end of file: a ready run nobody took, or the runner is gone
-        k.close()
+        kernels[-1].close()
         return 0
+    k = kernels[-1]
+    if k.kernel is not None and not k.kernel.is_alive():  # it died while waiting: start anew
+        k.kill()
+        kernels.append(k := _Kernel())
+        k.start()
 
     # From here on, end of file on stdin means the runner is gone: stop everything.
     def _watch() -> None:

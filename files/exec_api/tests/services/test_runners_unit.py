@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -263,3 +265,29 @@ def test_systemd_ready_unit(cfg, tmp_path, monkeypatch):
     assert f"WorkingDirectory={pw.pw_dir}" in props
     assert {"MemoryMax=1G", "CPUQuota=50%", "TasksMax=64", "KillMode=control-group"} <= props
     assert f"--uid={pw.pw_uid}" in argv
+
+
+def test_a_ready_child_whose_kernel_died_while_waiting_starts_another(cfg, tmp_path):
+    p = _nb(tmp_path, "print(6 * 7)")
+    child = subprocess.Popen(
+        SubprocessRunner(cfg).child_command(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=kernel_env(),
+    )
+    kids = f"/proc/{child.pid}/task/{child.pid}/children"
+    _wait(lambda: open(kids).read().split())
+    (first,) = map(int, open(kids).read().split())
+    time.sleep(3)  # waiting for its job, kernel up
+    os.kill(first, signal.SIGKILL)
+    _wait(lambda: _gone(first))
+    job = {"notebook": str(p), "cwd": str(tmp_path), "parameters": {}, "types": {}, "timeout": 60}
+    child.stdin.write(json.dumps(job).encode() + b"\n")  # and stdin stays open: the protocol
+    child.stdin.flush()
+    out = child.stdout.read()
+    assert child.wait(10) == 0
+    doc = json.loads(out.decode().strip().splitlines()[-1])
+    assert doc["status"] == "succeeded", doc
+    assert doc["notebook"]["cells"][-1]["outputs"][0]["text"].strip() == "42"
