@@ -170,6 +170,18 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _child(cfg) -> subprocess.Popen[bytes]:
+    """The child as a runner starts it, without the runner around it."""
+    return subprocess.Popen(
+        SubprocessRunner(cfg).child_command(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=kernel_env(),
+    )
+
+
 def test_a_users_next_run_takes_the_child_started_ahead(sub, tmp_path):
     p = _nb(tmp_path, "import os\nprint(os.getppid())")
     t0 = time.monotonic()
@@ -194,14 +206,7 @@ def test_a_child_whose_runner_is_gone_kills_its_kernel(cfg, tmp_path):
     pidfile = tmp_path / "kernel.pid"
     write_pid = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))"
     p = _nb(tmp_path, write_pid, "time.sleep(120)")
-    child = subprocess.Popen(
-        SubprocessRunner(cfg).child_command(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env=kernel_env(),
-    )
+    child = _child(cfg)
     job = {"notebook": str(p), "cwd": str(tmp_path), "parameters": {}, "types": {}, "timeout": 300}
     child.stdin.write(json.dumps(job).encode() + b"\n")
     child.stdin.flush()
@@ -269,14 +274,7 @@ def test_systemd_ready_unit(cfg, tmp_path, monkeypatch):
 
 def test_a_ready_child_whose_kernel_died_while_waiting_starts_another(cfg, tmp_path):
     p = _nb(tmp_path, "print(6 * 7)")
-    child = subprocess.Popen(
-        SubprocessRunner(cfg).child_command(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env=kernel_env(),
-    )
+    child = _child(cfg)
     kids = f"/proc/{child.pid}/task/{child.pid}/children"
     _wait(lambda: open(kids).read().split())
     (first,) = map(int, open(kids).read().split())
