@@ -229,12 +229,16 @@ def test_ready_children_nobody_takes_are_ended(cfg, tmp_path):
     r.close()
 
 
-def test_only_the_most_recent_users_keep_ready_children(cfg, tmp_path):
+def test_a_ready_child_serves_only_its_own_user(cfg, tmp_path):
+    # ready_max_users 1: bob's run also ends alice's ready child (least recent user first).
     r = SubprocessRunner(cfg.model_copy(update={"ready_max_users": 1}))
-    p = _nb(tmp_path, "1")
+    p = _nb(tmp_path, "import os\nprint(os.getppid())")
     assert r.run(_job(p, user="alice"), Control()).status == "succeeded"
     alices = r._ready["alice"][0]
-    assert r.run(_job(p, user="bob"), Control()).status == "succeeded"
+    time.sleep(3)
+    out = r.run(_job(p, user="bob"), Control())
+    assert out.status == "succeeded"
+    assert int(out.notebook["cells"][-1]["outputs"][0]["text"]) != alices.proc.pid
     assert list(r._ready) == ["bob"]
     assert alices.proc.wait(30) == 0
     r.close()
