@@ -45,6 +45,7 @@ def test_bad_input_is_refused_with_the_variable_named(tmp_path, databases, hba, 
     assert "postgresql_databases" in text or "postgresql_hba_entries" in text, text[-2000:]
     assert expect in text, text[-2000:]
     assert "a-long-enough-password" not in text
+    assert "censored" not in text  # the message is shown, never hidden behind no_log
 
 
 def test_remote_clients_need_a_private_address(tmp_path):
