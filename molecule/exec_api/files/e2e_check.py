@@ -249,6 +249,12 @@ def main() -> None:
         time.sleep(1)
     check(f"the orphaned run's unit ({orphan}) ended after the restart", state not in ("active", "activating",
           "deactivating"), state)  # fmt: skip
+    waiting = ["?"]
+    for _ in range(30):
+        if not (waiting := units("exec-api-ready-*", "alice")):
+            break
+        time.sleep(1)
+    check("the ready unit that waited for alice ended with the killed service", not waiting, waiting)
     check("the service came back", anonymous("/health").status_code == 200)
     print("all checks passed")
 
