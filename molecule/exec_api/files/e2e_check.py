@@ -98,6 +98,14 @@ def wait_status(c: httpx.Client, eid: int, statuses: set[str], seconds: float) -
         time.sleep(0.3)
 
 
+def until(probe, seconds: float, step: float = 0.2):
+    """probe()'s first truthy answer within `seconds`, else its last answer."""
+    deadline = time.monotonic() + seconds
+    while not (answer := probe()) and time.monotonic() < deadline:
+        time.sleep(step)
+    return answer
+
+
 def units(pattern: str, user: str) -> list[str]:
     """Active units matching `pattern` that run as `user`."""
     names = subprocess.run(["systemctl", "list-units", "--no-legend", "--plain", "--state=active", pattern],
@@ -172,12 +180,8 @@ def main() -> None:
     check("in a transient unit with limits", limited(props), props)
 
     # Her next run is started ahead: a unit of hers, with the same limits, whose kernel is up.
-    deadline = time.monotonic() + 60
-    while not (ready := units("exec-api-ready-*", "alice")) or not kernel_up("alice"):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    check("a ready run waits for alice's next run", len(ready) >= 1 and kernel_up("alice"), ready)
+    ready = until(lambda: kernel_up("alice") and units("exec-api-ready-*", "alice"), 60)
+    check("a ready run waits for alice's next run", bool(ready), ready)
     time.sleep(2)  # the kernel answers its first request
     t0 = time.monotonic()
     r = alice.post("/execute-notebook", json={"notebook_id": nid, "parameters": {"n": 22}, "wait": True})
@@ -227,11 +231,8 @@ def main() -> None:
     r = alice.post("/execute", json={"path": "sleep.ipynb", "params": {"n": 30}})
     eid = r.json()["execution_id"]
     ex = wait_status(alice, eid, {"running"}, 30)
-    for _ in range(300):
-        if os.path.exists(SLEEP_UNIT):
-            break
-        time.sleep(0.1)
-    check("a long run is running", ex.get("status") == "running" and os.path.exists(SLEEP_UNIT), ex)
+    noted = until(lambda: os.path.exists(SLEEP_UNIT), 30)
+    check("a long run is running", ex.get("status") == "running" and noted, ex)
     main_pid = int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "exec-api.service"],
                                   capture_output=True, text=True, check=True).stdout)  # fmt: skip
     os.kill(main_pid, signal.SIGKILL)  # kill -9 of the service's process, mid-run
@@ -241,20 +242,12 @@ def main() -> None:
           ex)  # fmt: skip
     with open(SLEEP_UNIT) as f:
         orphan = f.read().strip()
-    state = "?"
-    for _ in range(30):
-        state = subprocess.run(["systemctl", "is-active", orphan], capture_output=True, text=True).stdout.strip()
-        if state not in ("active", "activating", "deactivating"):
-            break
-        time.sleep(1)
-    check(f"the orphaned run's unit ({orphan}) ended after the restart", state not in ("active", "activating",
-          "deactivating"), state)  # fmt: skip
-    waiting = ["?"]
-    for _ in range(30):
-        if not (waiting := units("exec-api-ready-*", "alice")):
-            break
-        time.sleep(1)
-    check("the ready unit that waited for alice ended with the killed service", not waiting, waiting)
+    running = ("active", "activating", "deactivating")
+    ended = until(lambda: subprocess.run(["systemctl", "is-active", orphan], capture_output=True,
+                                         text=True).stdout.strip() not in running, 30, 1)  # fmt: skip
+    check(f"the orphaned run's unit ({orphan}) ended after the restart", ended)
+    ended = until(lambda: not units("exec-api-ready-*", "alice"), 30, 1)
+    check("the ready unit that waited for alice ended with the killed service", ended, "one is still active")
     check("the service came back", anonymous("/health").status_code == 200)
     print("all checks passed")
 

@@ -42,61 +42,54 @@ def _failed(message: str, notebook: Any = None, status: str = "failed") -> dict[
 class _Kernel:
     """The run's kernel, started before the job is known (ipc sockets in a private dir)."""
 
-    def __init__(self) -> None:
-        self.sockdir = tempfile.mkdtemp(prefix="exec-api-kernel-")  # 0700
-        self.km = KernelManager(transport="ipc", ip=os.path.join(self.sockdir, "k"))
-        self.kernel: Kernel | None = None
-        self.kc: BlockingKernelClient | None = None
-        self.error: str | None = None
+    sockdir = ""
+    kernel: Kernel | None = None
+    error: str | None = None
 
     def start(self) -> None:
+        self.sockdir = tempfile.mkdtemp(prefix="exec-api-kernel-")  # 0700
+        self.km = KernelManager(transport="ipc", ip=os.path.join(self.sockdir, "k"))
+        self.kernel, self.error = None, None
         try:
             self.km.start_kernel(cwd=os.getcwd())
             proc = getattr(self.km.provisioner, "process", None)
             if proc is None or int(proc.pid) <= 1:
                 raise RuntimeError("no kernel process")
-            self.kc = self.km.client()
-            self.kc.start_channels()
-            self.kernel = Kernel(
-                pid=int(proc.pid),
-                connection_file=self.km.connection_file,
-                client=self.kc,
-            )
-            self.kc.wait_for_ready(timeout=60.0)
+            kc: BlockingKernelClient = self.km.client()
+            kc.start_channels()
+            self.kernel = Kernel(int(proc.pid), self.km.connection_file, kc)
+            kc.wait_for_ready(timeout=60.0)
         except Exception as e:  # noqa: BLE001 - reported as the run's failure
             self.error = f"kernel did not start: {e}"
 
     def kill(self) -> None:
         if self.kernel is not None:
             self.kernel.kill()
-        shutil.rmtree(self.sockdir, ignore_errors=True)
+        if self.sockdir:
+            shutil.rmtree(self.sockdir, ignore_errors=True)
 
-    def close(self) -> None:
-        self.kill()
-        if self.kc is not None:
-            self.kc.stop_channels()
-        self.km.cleanup_resources()
+    def alive_or_restarted(self) -> None:
+        """A kernel that died while its child waited for the job is replaced."""
+        if self.kernel is not None and not self.kernel.is_alive():
+            self.kill()
+            self.start()
 
 
-def main() -> int:
+def main() -> None:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    kernels = [_Kernel()]
+    k = _Kernel()
 
     def _end(*_: Any) -> None:
-        kernels[-1].kill()
+        k.kill()
         os._exit(143)
 
     signal.signal(signal.SIGTERM, _end)
-    kernels[-1].start()
+    k.start()
     line = sys.stdin.buffer.readline()
     if not line.strip():  # end of file: a ready run nobody took, or the runner is gone
-        kernels[-1].close()
-        return 0
-    k = kernels[-1]
-    if k.kernel is not None and not k.kernel.is_alive():  # it died while waiting: start anew
         k.kill()
-        kernels.append(k := _Kernel())
-        k.start()
+        os._exit(0)
+    k.alive_or_restarted()
 
     # From here on, end of file on stdin means the runner is gone: stop everything.
     def _watch() -> None:
@@ -108,8 +101,8 @@ def main() -> int:
         _emit(run(json.loads(line), k))
     finally:
         k.kill()
-    # Exit at once: the kernel is killed and its sockets are gone; a clean interpreter
-    # shutdown (channels, zmq context, the stdin watcher) would add about a second.
+    # Exit at once (here and above): the kernel is killed and its sockets are gone; a clean
+    # interpreter shutdown (channels, zmq context, the stdin watcher) would add about a second.
     os._exit(0)
 
 
@@ -133,4 +126,4 @@ def run(job: dict[str, Any], k: _Kernel) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -212,35 +212,19 @@ class SubprocessRunner:
     def child_command(self) -> list[str]:
         return [self.python, "-m", "app.services.child"]
 
-    def _spawn(self, username: str, cwd: str | None, runtime_max: int, unit: str | None) -> Started:
+    def _spawn(self, username: str, job: Job | None = None) -> Started:
+        """A child for ``job`` now, or (``job`` None) one started ahead for ``username``,
+        whose kernel changes to the notebook's directory when its job comes."""
         proc = subprocess.Popen(
             self.child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            cwd=cwd,
+            cwd=job.cwd if job else None,
             env=kernel_env(),
         )
-        return Started(proc, username, unit)
-
-    def _cold(self, job: Job) -> Started:
-        return self._spawn(job.username, job.cwd, job.timeout_seconds + 15, self.unit_name(job))
-
-    def _ahead(self, username: str) -> Started:
-        # A ready child waits up to ready_idle_seconds, then runs a job of at most max_timeout.
-        s = self.settings
-        runtime_max = s.ready_idle_seconds + s.max_timeout_seconds + 60
-        return self._spawn(username, self.ready_cwd(username), runtime_max, self.ready_unit_name())
-
-    def unit_name(self, job: Job) -> str | None:
-        return None
-
-    def ready_unit_name(self) -> str | None:
-        return None
-
-    def ready_cwd(self, username: str) -> str | None:
-        return None  # the kernel changes to the notebook's directory when the job comes
+        return Started(proc, username)
 
     # --------------------------------------------------------------- ready runs
     def _take(self, username: str) -> Started | None:
@@ -266,7 +250,7 @@ class SubprocessRunner:
                 evicted += self._ready.popitem(last=False)[1]
             while len(rs) < s.ready_per_user:
                 try:
-                    rs.append(self._ahead(username))
+                    rs.append(self._spawn(username))
                 except (OSError, KeyError) as e:
                     log.warning("cannot start a ready run for %s: %s", username, e)
                     break
@@ -357,7 +341,7 @@ class SubprocessRunner:
         started = self._take(job.username)
         if started is None:
             try:
-                started = self._cold(job)
+                started = self._spawn(job.username, job)
             except OSError as e:
                 return Outcome("failed", error_message=f"cannot start runner: {e}")
         proc = started.proc
@@ -429,23 +413,16 @@ class SystemdRunner(SubprocessRunner):
 
     name = "systemd"
 
-    def unit_name(self, job: Job) -> str:
-        return f"exec-api-run-{job.execution_id}-{secrets.token_hex(3)}.service"
-
-    def ready_unit_name(self) -> str:
-        return f"exec-api-ready-{secrets.token_hex(6)}.service"
-
-    def ready_cwd(self, username: str) -> str:
-        return pwd.getpwnam(username).pw_dir  # KeyError: no such Unix user
-
-    def command(self, job: Job, unit: str | None = None) -> list[str]:
-        return self.unit_command(
-            job.username, job.cwd, job.timeout_seconds + 15, unit or self.unit_name(job)
-        )
-
-    def unit_command(self, username: str, cwd: str, runtime_max: int, unit: str) -> list[str]:
+    def command(self, username: str, job: Job | None, unit: str) -> list[str]:
+        """systemd-run for ``job``'s unit, or for a ready unit of ``username`` (``job`` None):
+        that one starts in the user's home and may wait ``ready_idle_seconds``, then run up
+        to ``max_timeout_seconds``."""
         s = self.settings
         pw = pwd.getpwnam(username)  # KeyError: no such Unix user
+        if job is None:
+            cwd, runtime_max = pw.pw_dir, s.ready_idle_seconds + s.max_timeout_seconds + 60
+        else:
+            cwd, runtime_max = job.cwd, job.timeout_seconds + 15
         props = [
             f"MemoryMax={s.systemd_memory_max}",
             "MemorySwapMax=0",
@@ -488,10 +465,13 @@ class SystemdRunner(SubprocessRunner):
             return Outcome("failed", error_message=f"no Unix user {job.username!r} on this host")
         return super().run(job, control)
 
-    def _spawn(self, username: str, cwd: str | None, runtime_max: int, unit: str | None) -> Started:
-        assert cwd is not None and unit is not None
+    def _spawn(self, username: str, job: Job | None = None) -> Started:
+        if job is None:
+            unit = f"exec-api-ready-{secrets.token_hex(6)}.service"
+        else:
+            unit = f"exec-api-run-{job.execution_id}-{secrets.token_hex(3)}.service"
         proc = subprocess.Popen(
-            self.unit_command(username, cwd, runtime_max, unit),
+            self.command(username, job, unit),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

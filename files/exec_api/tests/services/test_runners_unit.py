@@ -97,15 +97,34 @@ def test_subprocess_runner_cancel(sub, tmp_path):
     assert time.monotonic() - t0 < 15
 
 
-def test_systemd_command(cfg, tmp_path):
+@pytest.fixture
+def launched(monkeypatch):
+    """The argv of every child the runner starts (nothing is started)."""
+    argvs: list[list[str]] = []
+
+    class FakePopen:
+        def __init__(self, argv, **kw):
+            argvs.append(argv)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    return argvs
+
+
+def test_systemd_command(cfg, tmp_path, launched):
     r = SystemdRunner(cfg)
     job = _job(tmp_path / "n.ipynb", timeout=100)
-    argv = r.command(job, unit="exec-api-run-1-abc.service")
+    r._spawn(job.username, job)
+    (argv,) = launched
     pw = pwd.getpwnam("nobody")
     assert argv[0] == "/usr/bin/systemd-run"
     sep = argv.index("--")
     opts, child = argv[:sep], argv[sep + 1 :]
     assert child[-2:] == ["-m", "app.services.child"]
+    unit = next(a.split("=", 1)[1] for a in opts if a.startswith("--unit="))
+    assert re.fullmatch(r"exec-api-run-1-[0-9a-f]{6}\.service", unit)
     for flag in (
         "--wait",
         "--pipe",
@@ -113,7 +132,6 @@ def test_systemd_command(cfg, tmp_path):
         "--quiet",
         f"--uid={pw.pw_uid}",
         f"--gid={pw.pw_gid}",
-        "--unit=exec-api-run-1-abc.service",
         "--slice=exec-api-runs.slice",
         f"--setenv=HOME={pw.pw_dir}",
     ):
@@ -250,22 +268,12 @@ def test_no_ready_children_when_turned_off(cfg, tmp_path):
     assert r.ready_kernels() == 0 and not r._ready
 
 
-def test_systemd_ready_unit(cfg, tmp_path, monkeypatch):
-    started = []
-
-    class FakePopen:
-        def __init__(self, argv, **kw):
-            started.append(argv)
-
-        def poll(self):
-            return None
-
-    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+def test_systemd_ready_unit(cfg, tmp_path, launched):
     cfg = cfg.model_copy(update={"ready_idle_seconds": 300, "max_timeout_seconds": 900})
     r = SystemdRunner(cfg)
     r._refill("nobody")
     assert r.ready_kernels() == 1
-    (argv,) = started
+    (argv,) = launched
     pw = pwd.getpwnam("nobody")
     unit = next(a.split("=", 1)[1] for a in argv if a.startswith("--unit="))
     assert re.fullmatch(r"exec-api-ready-[0-9a-f]{12}\.service", unit)
