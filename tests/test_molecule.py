@@ -15,6 +15,17 @@ LOGS = ROOT / ".molecule-logs"
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
+def failure(text: str, before: int = 3, after: int = 80) -> str:
+    """What a failed run printed about its failure: each failed task with its output (the
+    "fatal:"/"failed:" blocks, which CI may show without the full log), then the last lines."""
+    lines = text.splitlines()
+    shown: list[str] = []
+    for i, line in enumerate(lines):
+        if re.match(r"^(fatal|failed): \[", line):
+            shown += ["...", *lines[max(0, i - before) : i + after]]
+    return "\n".join([*shown[:400], "... last lines:", *lines[-40:]])
+
+
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario):
@@ -28,8 +39,20 @@ def test_scenario(scenario):
     LOGS.mkdir(exist_ok=True)
     log = LOGS / f"{scenario}.log"
     log.write_text(out.stdout + out.stderr)
-    tail = "\n".join((out.stdout + out.stderr).splitlines()[-60:])
-    assert out.returncode == 0, f"molecule test -s {scenario} failed (full log: {log}):\n{tail}"
+    why = failure(out.stdout + out.stderr)
+    assert out.returncode == 0, f"molecule test -s {scenario} failed (full log: {log}):\n{why}"
     # The idempotence step passed only if the second converge changed nothing; say so in the log.
     recaps = re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", out.stdout, re.M)
     assert recaps, "no play recap in molecule's output"
+
+
+def test_failure_shows_the_failed_task_not_only_the_last_lines():
+    text = "\n".join(
+        ["TASK [Chromium check] ***", "fatal: [api1 -> localhost]: FAILED! => changed=true",
+         "  stdout_lines:", "  - 'FAILED: no output within 120 s'"]
+        + [f"cleanup line {i}" for i in range(200)]
+    )  # fmt: skip
+    shown = failure(text)
+    assert "FAILED: no output within 120 s" in shown and "TASK [Chromium check]" in shown
+    assert "cleanup line 199" in shown
+    assert failure("all good\nPLAY RECAP").startswith("... last lines:")
