@@ -31,6 +31,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
@@ -144,19 +145,30 @@ def lab_runs(page, user: str, notebook: str, expect: list[tuple[str, float]]) ->
     # The kernel must be up before "Run All" (the status shows it).
     panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120000)
     # As a person does: a click into the notebook, then the Run menu, "Run All Cells". While the lab
-    # is still settling the click may land before the notebook is the current widget (the item does
-    # nothing then): as a person would, try again when no cell started within a few seconds.
+    # is still settling the click may land before the notebook is the current widget: the item is
+    # then disabled, or enabled but does nothing. As a person would, close the menu and try again
+    # when the item cannot be clicked or no cell started within a few seconds.
     prompts = panel.locator(".jp-InputArea-prompt")
-    for attempt in range(3):
-        panel.locator(".jp-InputPrompt").first.click()
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator(".lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)").click()
+
+    def started() -> bool:
+        return not all(t.strip() in ("[ ]:", "") for t in prompts.all_inner_texts())
+
+    for attempt in range(1, 6):
+        try:
+            panel.locator(".jp-InputPrompt").first.click(timeout=10000)
+            page.locator(".lm-MenuBar-item", has_text="Run").first.click(timeout=10000)
+            page.locator(".lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)").click(timeout=5000)
+        except PlaywrightTimeoutError as e:
+            page.keyboard.press("Escape")
+            print(f"note: Run All Cells could not be clicked in {notebook} (attempt {attempt}): "
+                  f"{str(e).splitlines()[0]}", flush=True)  # fmt: skip
+            continue
         end = time.monotonic() + 10
-        while time.monotonic() < end and all(t.strip() in ("[ ]:", "") for t in prompts.all_inner_texts()):
+        while time.monotonic() < end and not started():
             time.sleep(0.25)
-        if not all(t.strip() in ("[ ]:", "") for t in prompts.all_inner_texts()):
+        if started():
             break
-        print(f"note: Run All Cells did not start {notebook} (attempt {attempt + 1})", flush=True)
+        print(f"note: Run All Cells did not start {notebook} (attempt {attempt})", flush=True)
     for text, timeout in expect:
         try:
             panel.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout * 1000)
