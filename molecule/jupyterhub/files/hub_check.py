@@ -168,7 +168,12 @@ def lab_runs(page, user: str, notebook: str, expect: list[tuple[str, float]]) ->
             time.sleep(0.25)
         if started():
             break
-        print(f"note: Run All Cells did not start {notebook} (attempt {attempt})", flush=True)
+        active = page.evaluate("document.activeElement && document.activeElement.className")
+        kernel = panel.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
+        page.screenshot(path=str(STATE / f"{notebook}-attempt{attempt}.png"))
+        print(f"note: Run All Cells did not start {notebook} (attempt {attempt}; prompts "
+              f"{prompts.all_inner_texts()}, kernel {kernel}, focus {active!r}, dialogs "
+              f"{page.locator('.jp-Dialog').all_inner_texts()})", flush=True)  # fmt: skip
     for text, timeout in expect:
         try:
             panel.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout * 1000)
