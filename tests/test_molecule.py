@@ -21,7 +21,7 @@ def failure(text: str, before: int = 3, after: int = 80) -> str:
     lines = text.splitlines()
     shown: list[str] = []
     for i, line in enumerate(lines):
-        if re.match(r"^(fatal|failed): \[", line):
+        if re.match(r"^[\s│]*(fatal|failed): \[", line):  # molecule may box the output in "│"
             shown += ["...", *lines[max(0, i - before) : i + after]]
     return "\n".join([*shown[:400], "... last lines:", *lines[-40:]])
 
@@ -56,3 +56,4 @@ def test_failure_shows_the_failed_task_not_only_the_last_lines():
     assert "FAILED: no output within 120 s" in shown and "TASK [Chromium check]" in shown
     assert "cleanup line 199" in shown
     assert failure("all good\nPLAY RECAP").startswith("... last lines:")
+    assert "FAILED: boxed" in failure("  │ fatal: [api1]: FAILED! =>\n  │   FAILED: boxed\nend")

@@ -142,49 +142,70 @@ def lab_runs(page, user: str, notebook: str, expect: list[tuple[str, float]]) ->
     panel.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120000)
     current = page.locator(".lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel", has_text=notebook)
     current.first.wait_for(timeout=30000)
-    # The kernel must be up before "Run All" (the status shows it).
-    panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120000)
-    # As a person does: a click into the notebook, then the Run menu, "Run All Cells". While the lab
-    # is still settling the click may land before the notebook is the current widget: the item is
-    # then disabled, or enabled but does nothing. As a person would, close the menu and try again
-    # when the item cannot be clicked or no cell started within a few seconds.
+    # The kernel must be up before "Run All". The execution indicator alone says "idle" before the
+    # notebook has a kernel at all; the toolbar names the kernel once the notebook has one.
+    indicator = panel.locator(".jp-Notebook-ExecutionIndicator").first
+    kernel_name = panel.locator(".jp-Toolbar-kernelName").first
     prompts = panel.locator(".jp-InputArea-prompt")
+    # A run that finds no kernel makes the lab ask which kernel to start; a person takes the
+    # preferred one it offers ("Select"), and the run that waited for it then starts.
+    question = page.locator(".jp-Dialog", has_text="Select Kernel")
+
+    def answer_kernel_question() -> bool:
+        if not question.count():
+            return False
+        print(f"note: the lab asked which kernel to start for {notebook}; took the preferred one", flush=True)
+        question.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+        return True
+
+    def kernel_up() -> bool:
+        answer_kernel_question()
+        name = kernel_name.inner_text() if kernel_name.count() else ""
+        return name.strip() not in ("", "No Kernel") and indicator.get_attribute("data-status") == "idle"
 
     def started() -> bool:
         return not all(t.strip() in ("[ ]:", "") for t in prompts.all_inner_texts())
 
+    # As a person does: a click into the notebook, then the Run menu, "Run All Cells". While the lab
+    # is still settling the click may land before the notebook is the current widget: the item is
+    # then disabled, or enabled but does nothing. As a person would, close the menu and try again
+    # when the item cannot be clicked or no cell started within a few seconds.
     for attempt in range(1, 6):
+        wait_for(kernel_up, 120, f"the kernel of {notebook} (named in the toolbar, idle)")
+        if started():  # the last attempt's run waited for the kernel question and has started
+            break
         try:
             panel.locator(".jp-InputPrompt").first.click(timeout=10000)
             page.locator(".lm-MenuBar-item", has_text="Run").first.click(timeout=10000)
             page.locator(".lm-Menu-item[data-command='runmenu:run-all']:not(.lm-mod-disabled)").click(timeout=5000)
         except PlaywrightTimeoutError as e:
-            page.keyboard.press("Escape")
+            if not answer_kernel_question():
+                page.keyboard.press("Escape")
             print(f"note: Run All Cells could not be clicked in {notebook} (attempt {attempt}): "
                   f"{str(e).splitlines()[0]}", flush=True)  # fmt: skip
             continue
         end = time.monotonic() + 10
         while time.monotonic() < end and not started():
+            answer_kernel_question()
             time.sleep(0.25)
         if started():
             break
         active = page.evaluate("document.activeElement && document.activeElement.className")
-        kernel = panel.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
         page.screenshot(path=str(STATE / f"{notebook}-attempt{attempt}.png"))
         print(f"note: Run All Cells did not start {notebook} (attempt {attempt}; prompts "
-              f"{prompts.all_inner_texts()}, kernel {kernel}, focus {active!r}, dialogs "
+              f"{prompts.all_inner_texts()}, kernel {kernel_name.inner_text()!r} "
+              f"{indicator.get_attribute('data-status')}, focus {active!r}, dialogs "
               f"{page.locator('.jp-Dialog').all_inner_texts()})", flush=True)  # fmt: skip
     for text, timeout in expect:
         try:
             panel.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout * 1000)
         except Exception as e:
             outs = panel.locator(".jp-OutputArea-output").all_inner_texts()
-            prompts = panel.locator(".jp-InputArea-prompt").all_inner_texts()
             dialogs = page.locator(".jp-Dialog").all_inner_texts()
-            kernel = panel.locator(".jp-Notebook-ExecutionIndicator").first.get_attribute("data-status")
+            kernel = f"{kernel_name.inner_text()!r} {indicator.get_attribute('data-status')}"
             page.screenshot(path=str(STATE / f"{notebook}.png"))
-            fail(f"{notebook}: no output {text!r} within {timeout} s; outputs: {outs}; prompts: {prompts}; "
-                 f"dialogs: {dialogs}; kernel: {kernel}; {str(e)[:300]}")  # fmt: skip
+            fail(f"{notebook}: no output {text!r} within {timeout} s; outputs: {outs}; prompts: "
+                 f"{prompts.all_inner_texts()}; dialogs: {dialogs}; kernel: {kernel}; {str(e)[:300]}")  # fmt: skip
 
 
 def logout(page) -> None:
