@@ -158,13 +158,22 @@ def lab_runs(page, user: str, notebook: str, expect: list[tuple[str, float]]) ->
         question.locator(".jp-Dialog-button.jp-mod-accept").first.click()
         return True
 
-    def kernel_up() -> bool:
+    def kernel_up() -> bool:  # answers the kernel question on the way
         answer_kernel_question()
         name = kernel_name.inner_text() if kernel_name.count() else ""
         return name.strip() not in ("", "No Kernel") and indicator.get_attribute("data-status") == "idle"
 
     def started() -> bool:
         return not all(t.strip() in ("[ ]:", "") for t in prompts.all_inner_texts())
+
+    def lab_state(shot: str) -> str:
+        """What the lab shows, for a note or a failure; a screenshot beside the session state."""
+        page.screenshot(path=str(STATE / f"{shot}.png"))
+        active = page.evaluate("document.activeElement && document.activeElement.className")
+        return (f"outputs: {panel.locator('.jp-OutputArea-output').all_inner_texts()}; prompts: "
+                f"{prompts.all_inner_texts()}; kernel: {kernel_name.inner_text()!r} "
+                f"{indicator.get_attribute('data-status')}; focus: {active!r}; dialogs: "
+                f"{page.locator('.jp-Dialog').all_inner_texts()}")  # fmt: skip
 
     # As a person does: a click into the notebook, then the Run menu, "Run All Cells". While the lab
     # is still settling the click may land before the notebook is the current widget: the item is
@@ -190,22 +199,13 @@ def lab_runs(page, user: str, notebook: str, expect: list[tuple[str, float]]) ->
             time.sleep(0.25)
         if started():
             break
-        active = page.evaluate("document.activeElement && document.activeElement.className")
-        page.screenshot(path=str(STATE / f"{notebook}-attempt{attempt}.png"))
-        print(f"note: Run All Cells did not start {notebook} (attempt {attempt}; prompts "
-              f"{prompts.all_inner_texts()}, kernel {kernel_name.inner_text()!r} "
-              f"{indicator.get_attribute('data-status')}, focus {active!r}, dialogs "
-              f"{page.locator('.jp-Dialog').all_inner_texts()})", flush=True)  # fmt: skip
+        state = lab_state(f"{notebook}-attempt{attempt}")
+        print(f"note: Run All Cells did not start {notebook} (attempt {attempt}; {state})", flush=True)
     for text, timeout in expect:
         try:
             panel.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout * 1000)
-        except Exception as e:
-            outs = panel.locator(".jp-OutputArea-output").all_inner_texts()
-            dialogs = page.locator(".jp-Dialog").all_inner_texts()
-            kernel = f"{kernel_name.inner_text()!r} {indicator.get_attribute('data-status')}"
-            page.screenshot(path=str(STATE / f"{notebook}.png"))
-            fail(f"{notebook}: no output {text!r} within {timeout} s; outputs: {outs}; prompts: "
-                 f"{prompts.all_inner_texts()}; dialogs: {dialogs}; kernel: {kernel}; {str(e)[:300]}")  # fmt: skip
+        except PlaywrightTimeoutError as e:
+            fail(f"{notebook}: no output {text!r} within {timeout} s; {lab_state(notebook)}; {str(e)[:300]}")
 
 
 def logout(page) -> None:
