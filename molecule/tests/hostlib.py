@@ -1,0 +1,174 @@
+"""What the host tests act through: the platform's names, the hub's REST API, a user's kernel.
+
+Everything here talks to the real services of a booted test host, through nginx over HTTPS and
+trusting only the install's CA. The platform's names (hub.<domain>, ...) are resolved to the
+test host's address inside this process only (`resolve`), so requests and the WebSocket client
+reach the same nginx virtual hosts a person's browser would.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import requests
+import websocket
+
+_NAMES: dict[str, str] = {}
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo(host, *args, **kwargs):
+    return _real_getaddrinfo(_NAMES.get(host, host), *args, **kwargs)
+
+
+def resolve(names: dict[str, str]) -> None:
+    """Map the platform's names to test-host addresses for this process (requests, websocket)."""
+    _NAMES.update(names)
+    socket.getaddrinfo = _getaddrinfo
+
+
+def until(cond, timeout: float, what: str, step: float = 0.5):
+    """Poll cond() until it returns something true; fail with `what` after timeout seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+@dataclass
+class Hub:
+    """JupyterHub's REST API with one user's API token."""
+
+    url: str  # https://hub.<domain>
+    ca: str
+    user: str
+    token: str
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.http.headers["Authorization"] = f"token {self.token}"
+        self.http.verify = self.ca
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        return self.http.request(method, f"{self.url}/hub/api{path}", timeout=60, **kw)
+
+    def server(self) -> dict | None:
+        r = self.api("GET", f"/users/{self.user}")
+        r.raise_for_status()
+        return (r.json().get("servers") or {}).get("")
+
+    def start(self, profile: str | None = None, timeout: float = 180) -> None:
+        """Start the user's server (if it is not running) and wait until the hub says ready."""
+        if (self.server() or {}).get("ready"):
+            return
+        body = {"profile": profile} if profile else {}
+        r = self.api("POST", f"/users/{self.user}/server", json=body)
+        assert r.status_code in (201, 202, 400), f"starting {self.user}'s server: HTTP {r.status_code} {r.text}"
+        until(lambda: (self.server() or {}).get("ready"), timeout, f"{self.user}'s server to be ready")
+
+    def new_token(self, scopes: list[str] | None, note: str) -> str:
+        body: dict = {"note": note, "expires_in": 3600}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.api("POST", f"/users/{self.user}/tokens", json=body)
+        assert r.status_code in (200, 201), f"token for {self.user}: HTTP {r.status_code} {r.text}"
+        return r.json()["token"]
+
+    def kernel(self) -> Kernel:
+        """A fresh Python kernel in the user's own server (their unit, their limits)."""
+        r = self.http.post(f"{self.url}/user/{self.user}/api/kernels", json={"name": "python3"}, timeout=60)
+        assert r.status_code == 201, f"new kernel for {self.user}: HTTP {r.status_code} {r.text}"
+        kid = r.json()["id"]
+        ws_url = self.url.replace("https://", "wss://") + f"/user/{self.user}/api/kernels/{kid}/channels"
+        return Kernel(self, kid, ws_url)
+
+
+class KernelError(AssertionError):
+    pass
+
+
+class Kernel:
+    """Runs code in a Jupyter kernel over the server's WebSocket (the protocol JupyterLab speaks)."""
+
+    def __init__(self, hub: Hub, kid: str, ws_url: str) -> None:
+        self.hub, self.kid = hub, kid
+        self.session = uuid.uuid4().hex
+        self.ws = websocket.create_connection(
+            ws_url, header=[f"Authorization: token {hub.token}"], sslopt={"ca_certs": hub.ca}, timeout=120
+        )
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        """Execute code; return what it printed. A Python error raises KernelError with its traceback."""
+        msg_id = uuid.uuid4().hex
+        self.ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": self.hub.user, "session": self.session,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))  # fmt: skip
+        out: list[str] = []
+        error = None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.ws.settimeout(max(1.0, end - time.monotonic()))
+            msg = json.loads(self.ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "execute_result":
+                out.append(content["data"].get("text/plain", "") + "\n")
+            elif kind == "error":
+                error = "\n".join(content.get("traceback", [])) or f"{content['ename']}: {content['evalue']}"
+            elif kind == "status" and content["execution_state"] == "idle":
+                if error:
+                    raise KernelError(f"{self.hub.user}'s kernel raised:\n{error}\nprinted:\n{''.join(out)}")
+                return "".join(out)
+        raise KernelError(f"{self.hub.user}'s kernel gave no answer within {timeout} s; printed {''.join(out)!r}")
+
+    def json(self, code: str, timeout: float = 120):
+        """Run code whose last printed line is JSON; return it parsed."""
+        printed = self.run(code, timeout).strip().splitlines()
+        assert printed, f"{self.hub.user}'s kernel printed nothing"
+        return json.loads(printed[-1])
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.hub.http.delete(f"{self.hub.url}/user/{self.hub.user}/api/kernels/{self.kid}", timeout=30)
+
+
+def browser_hub_token(pw, chromium, sign_in, hub_url: str, ca: str, names: dict[str, str], user: dict) -> str:
+    """A user's hub API token, the way a person gets one: log in through the provider's form in a
+    real browser, then ask the hub's token API from the page (session cookie plus XSRF token)."""
+    browser = chromium(pw, ca, names)
+    try:
+        page = browser.new_context().new_page()
+        sign_in(page, hub_url + "/hub/oauth_login", user)
+        page.goto(hub_url + "/hub/home")
+        xsrf = page.evaluate("window.jhdata && window.jhdata.xsrf_token")
+        assert xsrf, f"no XSRF token on /hub/home after {user['username']} logged in: {page.url}"
+        status, text = page.evaluate(
+            """async ([url, xsrf]) => {
+                 const r = await fetch(url, {method: 'POST', credentials: 'same-origin',
+                   headers: {'X-XSRFToken': xsrf, 'Content-Type': 'application/json'},
+                   body: JSON.stringify({note: 'host tests', expires_in: 7200})});
+                 return [r.status, await r.text()];
+               }""",
+            [f"{hub_url}/hub/api/users/{user['username']}/tokens", xsrf],
+        )
+        assert status in (200, 201), f"{user['username']} could not create a token: HTTP {status} {text}"
+        return json.loads(text)["token"]
+    finally:
+        browser.close()
