@@ -332,6 +332,12 @@ with sync_playwright() as pw:
     page.wait_for_selector(".jp-LauncherCard, .jp-DirListing", timeout=120000)
     lab_s = time.monotonic() - t_start
     ok(f"{U}'s server spawned and JupyterLab loaded")
+    # The hub's session and OAuth cookies, _xsrf, and the server's own: all Secure (TLS ends at nginx).
+    jar = ctx.cookies([f"{HUB}/hub/", f"{HUB}/hub/api/", f"{HUB}/user/{U}/", f"{HUB}/user/{U}/lab"])
+    names = sorted({c["name"] for c in jar})
+    check(len(jar) > 0 and all(c["secure"] for c in jar),
+          f"every cookie the hub and {U}'s server set is Secure: {names} "
+          f"(not Secure: {[c['name'] for c in jar if not c['secure']]})")  # fmt: skip
     figure(f"login (hub -> provider form -> hub) {login_s:.2f} s")
     figure(f"login to JupyterLab loaded (first spawn included) {lab_s:.2f} s")
 
