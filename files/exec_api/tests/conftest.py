@@ -37,6 +37,26 @@ def idp() -> Iterator[IdP]:
     i.server.shutdown()
 
 
+# Test users have no Unix accounts: by default each owns what this process creates (its uid),
+# which is what the API checks a notebook area and a notebook against.  A test may give a
+# name another uid here.
+TEST_UIDS: dict[str, int] = {}
+
+
+def fake_unix_uid(username: str) -> int:
+    return TEST_UIDS.get(username, os.getuid())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def unix_accounts() -> Iterator[dict[str, int]]:
+    from app.services import paths
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(paths, "unix_uid", fake_unix_uid)
+    yield TEST_UIDS
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="exec-api-test-"))
@@ -114,7 +134,7 @@ class UserCtx:
     def __init__(self, name: str, idp: IdP, env: dict[str, str], admin: bool = False) -> None:
         self.name = name
         self.idp = idp
-        self.groups = ["exec-api-admins"] if admin else ["users"]
+        self.groups = ["exec-api-admins"] if admin else ["platform-users"]
         self.root = Path(env["EXEC_API_NOTEBOOK_ROOT_TEMPLATE"].format(username=name))
         self.root.mkdir(parents=True, exist_ok=True)
 

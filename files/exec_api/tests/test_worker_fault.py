@@ -25,8 +25,14 @@ def api(env):
 
 
 def _start_worker():
+    # The test users have no Unix accounts: the worker process gets the tests' stand-in
+    # (conftest.fake_unix_uid) before it starts, as the in-process app does.
+    boot = (
+        "import os, app.services.paths as p; p.unix_uid = lambda name: os.getuid(); "
+        "from app.worker import main; main()"
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "app.worker"],
+        [sys.executable, "-c", boot],
         cwd=PKG,
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,

@@ -66,6 +66,23 @@ class Settings(BaseSettings):
     )
     http_timeout_seconds: float = 5.0
 
+    # --- access (who may use the API) ---------------------------------------------------
+    users_group: str = Field(
+        default="platform-users",
+        description="Group (OIDC groups claim or hub groups) whose members may use the API; "
+        "members of admin_group may too, everyone else gets 403",
+    )
+    jupyterhub_required_scope: str = Field(
+        default="custom:exec-api:run",
+        description="Scope a JupyterHub token must hold (in the 'scopes' of the hub's "
+        "/user answer), alone or filtered to its owner (!user=<name>)",
+    )
+    notebook_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="Largest notebook file the API reads (registration, parameter discovery)",
+    )
+
     # --- execution --------------------------------------------------------------------
     runner: Literal["local", "subprocess", "systemd"] = "local"
     worker_embedded: bool = Field(

@@ -53,7 +53,9 @@ def test_symlinks(cfg, tmp_path):
     (root / "inside.ipynb").symlink_to(root / "in" / "x.ipynb")
     (root / "out.ipynb").symlink_to(tmp_path / "alice" / "nb" / "s.ipynb")
     (root / "dirlink").symlink_to(tmp_path / "alice" / "nb")
-    assert resolve_notebook(cfg, "bob", "inside.ipynb")[0] == "inside.ipynb"
+    assert resolve_notebook(cfg, "bob", "in/x.ipynb")[0] == "in/x.ipynb"
+    with pytest.raises(PathRefused, match="symlinks are not followed"):
+        resolve_notebook(cfg, "bob", "inside.ipynb")  # even one that stays inside
     with pytest.raises(PathRefused):
         resolve_notebook(cfg, "bob", "out.ipynb")
     with pytest.raises(PathRefused):

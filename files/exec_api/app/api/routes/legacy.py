@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from app.api.deps import DB, Cfg, User, refuse_path, submit_execution, with_db_read
-from app.api.routes.executions import submitted
+from app.api.routes.executions import QUEUE_FULL, submitted
 from app.core.config import Settings
 from app.core.db import get_sessionmaker
 from app.core.security import Principal, acting_user
@@ -32,7 +33,7 @@ from app.schemas import (
     Username,
 )
 from app.services import queue as q
-from app.services.paths import PathRefused, user_root
+from app.services.paths import PathRefused, area_to_list
 
 router = APIRouter(tags=["execution (legacy endpoints)"])
 
@@ -77,6 +78,7 @@ async def _maybe_wait(
 _RESP: dict[int | str, dict[str, Any]] = {
     202: {"model": ExecutionSubmitted, "description": "queued"},
     200: {"model": ExecutionSubmitted, "description": "finished (wait=true)"},
+    **QUEUE_FULL,
 }
 
 
@@ -111,7 +113,7 @@ def list_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[Not
     """The ``.ipynb`` files of a user's notebook area (symlinks are not followed)."""
     owner = acting_user(user, username)
     try:
-        root = user_root(cfg, owner)
+        root = area_to_list(cfg, owner)
     except PathRefused as e:
         raise refuse_path(e) from e
     registered = {
@@ -119,19 +121,27 @@ def list_notebooks(username: Username, db: DB, cfg: Cfg, user: User) -> list[Not
         for nb in db.execute(select(Notebook).where(Notebook.username == owner)).scalars()
     }
     out: list[NotebookListEntry] = []
-    if root.is_dir() and not root.is_symlink():
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for f in sorted(filenames):
-                full = os.path.join(dirpath, f)
-                if not f.endswith(".ipynb") or f.startswith(".") or os.path.islink(full):
+    if root is None:
+        return out
+    # fwalk moves through directory handles and never follows a symlink, even one swapped in
+    # while it walks (os.walk re-opens each directory by name).
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.endswith(".ipynb") or f.startswith("."):
+                continue
+            try:
+                if not stat.S_ISREG(os.stat(f, dir_fd=dirfd, follow_symlinks=False).st_mode):
                     continue
-                rel = os.path.relpath(full, root)
-                out.append(
-                    NotebookListEntry(
-                        path=rel, registered=full in registered, notebook_id=registered.get(full)
-                    )
+            except OSError:
+                continue
+            full = os.path.join(dirpath, f)
+            rel = os.path.relpath(full, root)
+            out.append(
+                NotebookListEntry(
+                    path=rel, registered=full in registered, notebook_id=registered.get(full)
                 )
-                if len(out) >= 5000:
-                    return out
+            )
+            if len(out) >= 5000:
+                return out
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import nbformat
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
 
@@ -31,7 +30,13 @@ from app.schemas import (
     Username,
 )
 from app.services import params as P
-from app.services.paths import PathRefused, resolve_notebook, user_root
+from app.services.paths import (
+    NotANotebook,
+    NotebookTooLarge,
+    PathRefused,
+    open_notebook,
+    user_root,
+)
 
 router = APIRouter(prefix="/db/notebooks", tags=["notebooks"])
 
@@ -63,26 +68,23 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
     """
     owner = acting_user(user, body.username)
     try:
-        rel, real = resolve_notebook(cfg, owner, body.file_path)
+        # One read, through a handle, of a file the owner owns: what is registered and what
+        # the parameters are discovered from are the same file (no check-then-open race).
+        f = open_notebook(cfg, owner, body.file_path)
+        rel = f.rel
+        found = P.discover(f.notebook()) if body.detect_parameters else []
     except (PathRefused, FileNotFoundError) as e:
-        raise refuse_path(e) from e
+        raise _refused(e) from e
     declared: dict[str, NotebookParameter] = {}
-    if body.detect_parameters:
-        try:
-            found = P.discover(nbformat.read(str(real), as_version=4))
-        except (OSError, ValueError) as e:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, f"not a readable notebook: {e}"
-            ) from e
-        for d in found:
-            declared[d.name] = NotebookParameter(
-                param_name=d.name,
-                param_type=d.type,
-                default_value=d.default if d.has_default else None,
-                description=d.description,
-                required=0,
-                validation_rules=None,
-            )
+    for d in found:
+        declared[d.name] = NotebookParameter(
+            param_name=d.name,
+            param_type=d.type,
+            default_value=d.default if d.has_default else None,
+            description=d.description,
+            required=0,
+            validation_rules=None,
+        )
     for item in body.parameters or []:
         declared[item.param_name] = build_parameter(item)
     nb = Notebook(
@@ -99,6 +101,14 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
     out = notebook_out(cfg, nb, with_params=True)
     assert isinstance(out, NotebookWithParameters)
     return out
+
+
+def _refused(e: PathRefused | FileNotFoundError) -> HTTPException:
+    if isinstance(e, NotebookTooLarge):
+        return HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(e))
+    if isinstance(e, NotANotebook):
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e))
+    return refuse_path(e)
 
 
 def build_parameter(item: object) -> NotebookParameter:
@@ -152,9 +162,9 @@ def update_notebook(
     fields = body.model_fields_set
     if "file_path" in fields and body.file_path is not None:
         try:
-            rel, _real = resolve_notebook(cfg, nb.username, body.file_path)
+            rel = open_notebook(cfg, nb.username, body.file_path).rel
         except (PathRefused, FileNotFoundError) as e:
-            raise refuse_path(e) from e
+            raise _refused(e) from e
         nb.file_path = str(user_root(cfg, nb.username) / rel)
     if "name" in fields and body.name is not None:
         nb.name = body.name
