@@ -79,18 +79,26 @@ class IdP:
         key: Any = None,
         kid: str | None = None,
         extra: dict[str, Any] | None = None,
+        typ: str | None = "Bearer",
+        header_typ: str | None = None,
     ) -> str:
+        """An access token as Keycloak issues them (claim ``typ`` ``Bearer``; header ``typ``
+        ``JWT``) for a member of ``platform-users`` unless told otherwise; ``typ=None,
+        header_typ="at+jwt"`` gives an RFC 9068 one, ``typ="ID"`` an ID token."""
         now = int(time.time())
         claims = {
             "sub": str(uuid.uuid4()),
             "preferred_username": username,
-            "groups": groups or [],
+            "groups": ["platform-users"] if groups is None else groups,
             "aud": aud,
             "iss": iss or self.issuer,
             "iat": now,
             "exp": now + exp_in,
         }
+        if typ is not None:
+            claims["typ"] = typ
         claims.update(extra or {})
-        return jwt.encode(
-            claims, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid}
-        )
+        headers = {"kid": kid or self.kid}
+        if header_typ is not None:
+            headers["typ"] = header_typ
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers=headers)

@@ -6,9 +6,14 @@ Two kinds of token are accepted (either or both, by configuration):
   JWKS (``EXEC_API_OIDC_JWKS_URL``, or the ``jwks_uri`` discovered from
   ``<EXEC_API_OIDC_ISSUER>/.well-known/openid-configuration``), and its issuer, audience and
   expiry are checked.  The username is the ``EXEC_API_OIDC_USERNAME_CLAIM`` claim and the
-  groups the ``EXEC_API_OIDC_GROUPS_CLAIM`` claim.
+  groups the ``EXEC_API_OIDC_GROUPS_CLAIM`` claim.  Only access tokens are accepted: header
+  ``typ`` ``at+jwt`` (RFC 9068) or claim ``typ`` ``Bearer`` (Keycloak); an ID token (claim
+  ``typ`` ``ID``, or any ``nonce`` claim) is refused.
 * a JupyterHub API token: checked by calling ``<EXEC_API_JUPYTERHUB_API_URL>/user`` with it;
-  the hub answers with the token owner's name, groups and admin flag.
+  the hub answers with the token owner's name, groups, admin flag and (JupyterHub >= 2) the
+  token's expanded ``scopes``, which must hold ``EXEC_API_JUPYTERHUB_REQUIRED_SCOPE``.
+
+Either way the caller must then be in ``EXEC_API_USERS_GROUP`` or be an admin (403 if not).
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ class Principal:
 
 
 class AuthError(Exception):
-    pass
+    """The token is not valid (401)."""
+
+
+class NotAllowed(AuthError):
+    """The token is valid but does not allow using this API (403)."""
+
+
+ID_REFUSAL = "an ID token is not an access token"
 
 
 @dataclass
@@ -131,6 +143,7 @@ class Authenticator:
             )
         except jwt.PyJWTError as e:
             raise AuthError(f"invalid token: {e}") from e
+        _check_access_token(header, claims)
         username = claims.get(self.s.oidc_username_claim)
         if not isinstance(username, str) or not USERNAME_RE.match(username):
             raise AuthError(f"token has no usable {self.s.oidc_username_claim!r} claim")
@@ -140,9 +153,17 @@ class Authenticator:
         if not isinstance(groups, list):
             groups = []
         gset = tuple(str(g).lstrip("/") for g in groups)
-        return Principal(
-            username=username, is_admin=self.s.admin_group in gset, groups=gset, via="oidc"
+        return self._admit(
+            Principal(
+                username=username, is_admin=self.s.admin_group in gset, groups=gset, via="oidc"
+            )
         )
+
+    def _admit(self, p: Principal) -> Principal:
+        """Only members of the users group, and admins, may use the API."""
+        if p.is_admin or self.s.users_group in p.groups:
+            return p
+        raise NotAllowed(f"not a member of {self.s.users_group}")
 
     # -- JupyterHub --------------------------------------------------------------------
     def verify_hub(self, token: str) -> Principal:
@@ -174,11 +195,16 @@ class Authenticator:
             or not USERNAME_RE.match(name)
         ):
             raise AuthError("JupyterHub token does not belong to a user")
+        scopes = model.get("scopes")
+        if not isinstance(scopes, list) or not _has_scope(
+            scopes, self.s.jupyterhub_required_scope, name
+        ):
+            raise NotAllowed(f"JupyterHub token lacks the scope {self.s.jupyterhub_required_scope}")
         groups = tuple(str(g) for g in model.get("groups") or [])
         admin = self.s.admin_group in groups or (
             self.s.jupyterhub_admin_is_admin and bool(model.get("admin"))
         )
-        p = Principal(username=name, is_admin=admin, groups=groups, via="jupyterhub")
+        p = self._admit(Principal(username=name, is_admin=admin, groups=groups, via="jupyterhub"))
         with self._lock:
             if len(self._hub_cache) > 10000:
                 self._hub_cache.clear()
@@ -226,6 +252,26 @@ class Authenticator:
         raise AuthError("unsupported token")
 
 
+def _check_access_token(header: dict[str, Any], claims: dict[str, Any]) -> None:
+    """Accept an access token only: header ``typ`` ``at+jwt`` (RFC 9068; also
+    ``application/at+jwt``) or claim ``typ`` ``Bearer`` (Keycloak, whose header says ``JWT``).
+    An ID token (claim ``typ`` ``ID``, or a ``nonce``, which only ID tokens carry) is refused
+    whatever its header says: it proves a login to some client, not a grant to this API."""
+    claim_typ = str(claims.get("typ") or "").lower()
+    if claim_typ == "id" or "nonce" in claims:
+        raise AuthError(ID_REFUSAL)
+    header_typ = str(header.get("typ") or "").lower().removeprefix("application/")
+    if header_typ != "at+jwt" and claim_typ != "bearer":
+        raise AuthError("not an access token (header typ at+jwt or claim typ Bearer expected)")
+
+
+def _has_scope(scopes: list[Any], required: str, owner: str) -> bool:
+    """The hub's ``scopes`` (a token's expanded scopes) hold ``required``, either alone or
+    filtered to the token's owner (a role granting ``<scope>!user`` expands to
+    ``<scope>!user=<owner>``).  Other filters (``!group=``, ``!server=``) do not count."""
+    return required in scopes or f"{required}!user={owner}" in scopes
+
+
 def _claim_path(claims: dict[str, Any], path: str) -> Any:
     """``groups`` or a dotted path such as ``realm_access.roles``."""
     cur: Any = claims
@@ -260,6 +306,8 @@ def current_user(
         )
     try:
         return auth.authenticate(creds.credentials)
+    except NotAllowed as e:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(e)) from e
     except AuthError as e:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

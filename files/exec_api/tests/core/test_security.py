@@ -87,7 +87,13 @@ def test_garbage_and_wrong_scheme(app_client):
 
 
 def test_jupyterhub_token(app_client, idp):
-    idp.hub_tokens["hubtok-carol"] = {"kind": "user", "name": "carol", "admin": False, "groups": []}
+    idp.hub_tokens["hubtok-carol"] = {
+        "kind": "user",
+        "name": "carol",
+        "admin": False,
+        "groups": ["platform-users"],
+        "scopes": ["custom:exec-api:run", "read:users:name!user=carol"],
+    }
     r = app_client.get("/", headers={"Authorization": "Bearer hubtok-carol"})
     assert r.status_code == 200 and r.json()["user"] == "carol"
     assert app_client.get("/", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -157,7 +163,7 @@ def test_explicit_jwks_url_and_key_rotation(idp):
         oidc_jwks_url=idp.base + "/jwks",
     )
     auth = Authenticator(s)
-    assert auth.authenticate(idp.token("dora", ["g1"])).username == "dora"
+    assert auth.authenticate(idp.token("dora", ["g1", "platform-users"])).username == "dora"
     # the IdP rotates to a new key (new kid): the next token triggers a JWKS refetch
     old_key, old_kid = idp.key, idp.kid
     idp.key = _rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -181,7 +187,13 @@ def test_hub_answers_are_cached(idp):
         jupyterhub_api_url=idp.base + "/hub/api",
     )
     auth = Authenticator(s)
-    idp.hub_tokens["hubtok-erin"] = {"kind": "user", "name": "erin", "admin": True, "groups": []}
+    idp.hub_tokens["hubtok-erin"] = {
+        "kind": "user",
+        "name": "erin",
+        "admin": True,
+        "groups": [],
+        "scopes": ["custom:exec-api:run"],
+    }
     before = idp.requests
     for _ in range(5):
         p = auth.authenticate("hubtok-erin")
