@@ -38,7 +38,7 @@ Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed
 
 
 class ValidationRules(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     min: float | int | str | None = None
     max: float | int | str | None = None
     min_length: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
