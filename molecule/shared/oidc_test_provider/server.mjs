@@ -5,7 +5,7 @@
 // library's, not ours. Only the login form and the user store are written here.
 //
 // Configuration: a JSON file named by $CONFIG (systemd passes it as a credential):
-//   issuer, listen {host, port}, cookie_keys [..], groups_claim, username_claim,
+//   issuer, listen {host, port}, trusted_proxies [nginx's addresses], cookie_keys [..], groups_claim, username_claim,
 //   clients [{client_id, client_secret, redirect_uris, post_logout_redirect_uris, resource}],
 //   resources {indicator: {audience, ttl}}, users [{username, password, email, name, groups}]
 // State (the signing key, generated on first start): $STATE_DIRECTORY/jwks.json
@@ -112,7 +112,19 @@ const provider = new Provider(cfg.issuer, {
     ctx.body = page('Error', `<p id="error">${esc(out.error)}: ${esc(out.error_description || '')}</p>`);
   },
 });
-provider.proxy = true; // behind nginx, which overwrites X-Forwarded-* with its own values
+// Behind nginx, which overwrites X-Forwarded-* with its own values: Koa believes them (proxy),
+// but only from nginx's addresses. From any other peer (root on this host, the playbook's health
+// waits) they are dropped before Koa reads them, so nobody else can pose as https or another host.
+// Who may connect at all is the kernel's business: see ../oidc_test_provider.yml (nftables).
+provider.proxy = true;
+const trustedProxies = new Set((cfg.trusted_proxies || []).map(String));
+const peerAddress = (req) => String(req.socket.remoteAddress || '').replace(/^::ffff:/, '');
+function dropForwardedUnlessFromProxy(req) {
+  if (trustedProxies.has(peerAddress(req))) return;
+  for (const name of Object.keys(req.headers)) {
+    if (name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip') delete req.headers[name];
+  }
+}
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 const page = (title, body) => `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title></head>
@@ -179,6 +191,7 @@ async function interaction(req, res, uid, action) {
 
 const callback = provider.callback();
 const server = http.createServer((req, res) => {
+  dropForwardedUnlessFromProxy(req);
   const m = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login))?$/.exec(new URL(req.url, 'http://x').pathname);
   if (!m) return callback(req, res);
   interaction(req, res, m[1], m[2]).catch((err) => {
