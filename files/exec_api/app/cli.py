@@ -3,6 +3,10 @@
 Token: ``$EXEC_API_TOKEN``, or the file ``$EXEC_API_TOKEN_FILE``, or ``$JUPYTERHUB_API_TOKEN``,
 or ``~/.config/exec-api/token`` (``--token-file`` overrides).  URL: ``--url`` or
 ``$EXEC_API_URL``.  Results are printed as JSON.
+
+``exec-api retention`` is the operator's command (run by ``exec-api-retention.timer`` as the
+service user, with the service's settings): it deletes finished executions and their outputs
+older than EXEC_API_RETENTION_DAYS or beyond each user's newest EXEC_API_RETENTION_PER_USER.
 """
 
 from __future__ import annotations
@@ -119,7 +123,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--skip", type=int, default=0)
+
+    p = sub.add_parser(
+        "retention",
+        help="(operator, on the API's host) delete old finished executions and their outputs",
+    )
+    p.add_argument("--days", type=int, help="default: EXEC_API_RETENTION_DAYS")
+    p.add_argument("--per-user", type=int, help="default: EXEC_API_RETENTION_PER_USER")
+    p.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     return ap
+
+
+def retention(args: argparse.Namespace) -> int:
+    """Runs against the database with the service's settings (no API, no token)."""
+    import logging
+
+    from app.core.config import get_settings
+    from app.core.db import get_sessionmaker
+    from app.services import retention as r
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s %(message)s")
+    with get_sessionmaker()() as db:
+        rep = r.apply(db, settings, days=args.days, per_user=args.per_user, dry_run=args.dry_run)
+    _print(
+        {
+            "dry_run": args.dry_run,
+            "executions_deleted": 0 if args.dry_run else rep.rows,
+            "executions_to_delete": rep.rows if args.dry_run else 0,
+            "outputs_deleted": rep.files,
+            "orphan_outputs_deleted": rep.orphan_files,
+        }
+    )
+    return 0
 
 
 def run(args: argparse.Namespace, api: ExecApiClient) -> int:
@@ -188,6 +224,8 @@ def run(args: argparse.Namespace, api: ExecApiClient) -> int:
 
 def main(argv: list[str] | None = None, api: ExecApiClient | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "retention":
+        return retention(args)
     try:
         token = Path(args.token_file).read_text().strip() if args.token_file else None
         client = api or ExecApiClient(args.url, token)

@@ -91,6 +91,18 @@ class NotebookExecution(Base):
             "worker_id",
             postgresql_where=text("status = 'running'"),
         ),
+        # Fair share: each user's oldest queued run, and each user's running count.
+        Index(
+            "ix_executions_queued_user",
+            "username",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_executions_running_user",
+            "username",
+            postgresql_where=text("status = 'running'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

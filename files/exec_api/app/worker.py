@@ -27,6 +27,7 @@ from app.core.config import Settings, get_settings
 from app.models import NotebookParameter
 from app.services import metrics
 from app.services import queue as q
+from app.services.executor import OutputTooLarge
 from app.services.params import discover
 from app.services.paths import PathRefused, output_path_for, resolve_notebook
 from app.services.runners import Control, Job, Outcome, Runner, make_runner
@@ -168,7 +169,12 @@ class Worker:
                 gen = self._gen
             try:
                 with self.sf() as db:
-                    job = q.claim(db, self.worker_id, self.s.default_timeout_seconds)
+                    job = q.claim(
+                        db,
+                        self.worker_id,
+                        self.s.default_timeout_seconds,
+                        max_running=self.s.max_running_per_user,
+                    )
             except Exception:  # noqa: BLE001 - DB hiccup: back off and retry
                 log.exception("claim failed")
                 self._stop.wait(1.0)
@@ -222,6 +228,7 @@ class Worker:
                         parameters=job.parameters,
                         types=self._types(job, str(real)),
                         timeout_seconds=job.timeout_seconds,
+                        max_output_bytes=self.s.max_output_bytes,
                     )
                     outcome = self.runner.run(rjob, control)
         except Exception as e:  # noqa: BLE001 - a run must always end in a recorded state
@@ -234,15 +241,12 @@ class Worker:
         out_path: str | None = None
         if outcome.notebook is not None:
             try:
-                p = output_path_for(self.s, job.username, job.id)
-                p.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-                nb = nbformat.from_dict(outcome.notebook)
-                tmp = p.with_suffix(".ipynb.tmp")
-                nbformat.write(nb, str(tmp))
-                os.replace(tmp, p)
-                out_path = str(p)
+                out_path = self._write_output(job, outcome.notebook)
+            except OutputTooLarge as e:
+                outcome = Outcome("failed", error_message=str(e))
             except (OSError, ValueError) as e:
                 log.error("cannot write output of %s: %s", job.id, e)
+            outcome.notebook = None  # the dict can be large: let it go before the next run
         try:
             with self.sf() as db:
                 q.finish(
@@ -259,6 +263,25 @@ class Worker:
             log.exception("cannot record outcome of %s", job.id)
         metrics.EXECUTIONS.labels(outcome.status).inc()
         metrics.DURATION.observe(duration)
+
+    def _write_output(self, job: q.Claimed, notebook: dict[str, Any]) -> str:
+        """Write the output notebook next to its final name, check its size from the open
+        file, and only then give it its name: an output over the cap is never served."""
+        p = output_path_for(self.s, job.username, job.id)
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        tmp = p.with_suffix(".ipynb.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                nbformat.write(nbformat.from_dict(notebook), f)
+                f.flush()
+                size = os.fstat(f.fileno()).st_size
+            if size > self.s.max_output_bytes:
+                raise OutputTooLarge(size, self.s.max_output_bytes)
+            os.replace(tmp, p)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return str(p)
 
 
 def main(argv: list[str] | None = None) -> None:

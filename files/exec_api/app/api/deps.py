@@ -168,7 +168,8 @@ def submit_execution(
     their bodies with ``submission()``).
 
     Checks (in order, before anything is recorded): who acts, the notebook (registered id
-    or a path confined to the owner's area), the parameters (names, types, rules).
+    or a path confined to the owner's area), the parameters (names, types, rules), and the
+    owner's queued runs (429 with Retry-After at ``EXEC_API_MAX_QUEUED_PER_USER``).
     """
     username, notebook_id, path = sub.username, sub.notebook_id, sub.notebook_path
     parameters, timeout_seconds = sub.parameters, sub.timeout_seconds
@@ -215,15 +216,23 @@ def submit_execution(
     except P.ParameterError as e:
         raise param_error(e) from e
     timeout = min(timeout_seconds or settings.default_timeout_seconds, settings.max_timeout_seconds)
-    return q.submit(
-        db,
-        username=owner,
-        input_path=rel,
-        notebook_id=nb.id if nb is not None else None,
-        parameters=values,
-        timeout_seconds=timeout,
-        runner=settings.runner,
-    )
+    try:
+        return q.submit(
+            db,
+            username=owner,
+            input_path=rel,
+            notebook_id=nb.id if nb is not None else None,
+            parameters=values,
+            timeout_seconds=timeout,
+            runner=settings.runner,
+            max_queued=settings.max_queued_per_user,
+        )
+    except q.QueueFull as e:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            str(e),
+            headers={"Retry-After": str(settings.queue_retry_after_seconds)},
+        ) from e
 
 
 # The unique constraints a request can run into, and what the caller is told (409).

@@ -131,6 +131,34 @@ class Settings(BaseSettings):
         default=600, ge=1, description="A ready run nobody took in this time is ended"
     )
 
+    # --- fair share and retention ---
+    # Queued: enough for a sweep of parameters, small enough that one user's flood cannot fill
+    # the table (a submission over it gets 429 with Retry-After).  Running: 2, the default
+    # worker_concurrency, so a user alone still uses every slot; when others wait, the worker
+    # takes their runs first (fewest running, then oldest), so nobody waits for a backlog.
+    max_queued_per_user: int = Field(
+        default=20, ge=1, description="Queued executions a user may have; more get 429"
+    )
+    max_running_per_user: int = Field(
+        default=2, ge=1, description="Executions of one user running at once (all workers)"
+    )
+    queue_retry_after_seconds: int = Field(
+        default=30, ge=1, description="Retry-After of a 429 for a full queue"
+    )
+    # 32 MiB holds tables and plots of any notebook meant to be read; the worker holds about
+    # three copies of an output while it records it.
+    max_output_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="An output notebook larger than this fails its run and is not kept",
+    )
+    retention_days: int = Field(
+        default=90, ge=1, description="`exec-api retention` deletes finished runs older than this"
+    )
+    retention_per_user: int = Field(
+        default=1000, ge=1, description="... and a user's finished runs beyond the newest N"
+    )
+
     # --- misc -------------------------------------------------------------------------
     cors_origins: list[str] = []
     log_level: str = "INFO"

@@ -25,14 +25,17 @@ import nbformat
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from app.services.executor import KernelDied, Stopped, execute_notebook
+from app.services.executor import KernelDied, OutputTooLarge, Stopped, execute_notebook
 from app.services.kernels import Kernel
 from app.services.params import inject
 
 
 def _emit(doc: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(doc, default=str) + "\n")
-    sys.stdout.flush()
+    # UTF-8 as the output file is written (not \uXXXX escapes, up to 3 times larger), so the
+    # runner's bound on the answer matches the output cap; a lone surrogate stays a JSON escape.
+    data = json.dumps(doc, default=str, ensure_ascii=False).encode("utf-8", "backslashreplace")
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
 
 
 def _failed(message: str, notebook: Any = None, status: str = "failed") -> dict[str, Any]:
@@ -115,14 +118,32 @@ def run(job: dict[str, Any], k: _Kernel) -> dict[str, Any]:
         return _failed(k.error or "kernel did not start")
     inject(nb, job.get("parameters") or {}, job.get("types") or {})
     timeout = float(job.get("timeout") or 600)
+    limit = job.get("max_output_bytes")
+    limit = int(limit) if limit is not None else None
     deadline = time.monotonic() + timeout  # the run's own time, from the job's arrival
     try:
-        res = execute_notebook(nb, k.kernel, deadline=deadline, cwd=job.get("cwd"))
+        res = execute_notebook(
+            nb, k.kernel, deadline=deadline, cwd=job.get("cwd"), max_output_bytes=limit
+        )
+    except OutputTooLarge as e:
+        return _failed(str(e))  # no notebook: a partial output is never kept
     except Stopped:
-        return _failed(f"timed out after {int(timeout)} s", nb, status="timed_out")
+        return _checked(_failed(f"timed out after {int(timeout)} s", nb, status="timed_out"), limit)
     except KernelDied:
-        return _failed("the kernel died during execution", nb)
-    return {"status": res.status, "error": res.error, "notebook": res.notebook}
+        return _checked(_failed("the kernel died during execution", nb), limit)
+    return _checked({"status": res.status, "error": res.error, "notebook": res.notebook}, limit)
+
+
+def _checked(doc: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """The answer, or a failure without the notebook if the notebook, as it will be saved,
+    is larger than ``limit`` bytes (the count while running is an estimate)."""
+    nb = doc.get("notebook")
+    if limit is None or nb is None:
+        return doc
+    size = len(nbformat.writes(nb).encode("utf-8", "backslashreplace"))
+    if size > limit:
+        return _failed(str(OutputTooLarge(size, limit)))
+    return doc
 
 
 if __name__ == "__main__":

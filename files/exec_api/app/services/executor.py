@@ -7,6 +7,7 @@ and honours a wall-clock deadline and a stop flag checked between messages.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -25,6 +26,38 @@ class Stopped(Exception):
 
 class KernelDied(Exception):
     pass
+
+
+class OutputTooLarge(Exception):
+    """The run's output is over ``EXEC_API_MAX_OUTPUT_BYTES``; it is not kept."""
+
+    def __init__(self, size: int, limit: int, *, at_least: bool = False) -> None:
+        self.size, self.limit = size, limit
+        more = "more than " if at_least else ""
+        super().__init__(
+            f"output is {more}{size} bytes, over the limit of {limit} (EXEC_API_MAX_OUTPUT_BYTES)"
+        )
+
+
+def _size(content: dict[str, Any]) -> int:
+    """What a message adds to the saved notebook, about (text and data, as stored)."""
+    n = len(content.get("text", "") or "")
+    for v in (content.get("data") or {}).values():
+        n += len(v) if isinstance(v, str) else len(json.dumps(v))
+    n += sum(len(t) for t in content.get("traceback") or [])
+    return n
+
+
+class _Budget:
+    """Output bytes a run may still produce; counting starts at the notebook's own size."""
+
+    def __init__(self, limit: int | None, used: int = 0) -> None:
+        self.limit, self.used = limit, used
+
+    def add(self, n: int) -> None:
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            raise OutputTooLarge(self.used, self.limit, at_least=True)
 
 
 @dataclass
@@ -61,6 +94,7 @@ def run_code(
     stop: threading.Event | None = None,
     silent: bool = False,
     outputs: list[NotebookNode] | None = None,
+    budget: _Budget | None = None,
 ) -> dict[str, Any]:
     """Execute ``code``; append outputs to ``outputs``; return the execute_reply content."""
     stop = stop or threading.Event()
@@ -92,6 +126,8 @@ def run_code(
         elif mtype in ("stream", "display_data", "execute_result", "error"):
             if outputs is None:
                 continue
+            if budget is not None:
+                budget.add(_size(content))  # stops a run that floods its output, early
             if (
                 mtype == "stream"
                 and outputs
@@ -113,9 +149,20 @@ def execute_notebook(
     deadline: float | None = None,
     stop: threading.Event | None = None,
     cwd: str | None = None,
+    max_output_bytes: int | None = None,
 ) -> RunResult:
-    """Execute every code cell of ``nb`` in order on ``kernel`` (modifies ``nb``)."""
+    """Execute every code cell of ``nb`` in order on ``kernel`` (modifies ``nb``).
+
+    With ``max_output_bytes``, outputs are counted as they arrive and the run stops with
+    :class:`OutputTooLarge` once the notebook would be larger (the caller checks the exact
+    size of what it saves)."""
     stop = stop or threading.Event()
+    for cell in nb.cells:  # every output in the result is this run's (as papermill does)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    budget = None
+    if max_output_bytes is not None:
+        budget = _Budget(max_output_bytes, len(nbformat.writes(nb)))
     if cwd:
         # The path reaches the kernel as a Python string literal (repr), never as code.
         run_code(
@@ -135,7 +182,9 @@ def execute_notebook(
         if not cell.source.strip():
             continue
         t0 = time.monotonic()
-        reply = run_code(kernel, cell.source, deadline=deadline, stop=stop, outputs=cell.outputs)
+        reply = run_code(
+            kernel, cell.source, deadline=deadline, stop=stop, outputs=cell.outputs, budget=budget
+        )
         timings.append(time.monotonic() - t0)
         count += 1
         cell.execution_count = reply.get("execution_count", count)

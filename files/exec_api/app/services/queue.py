@@ -1,7 +1,13 @@
 """The execution queue, kept in PostgreSQL (table ``notebook_executions``).
 
 * submit: INSERT a ``queued`` row and ``NOTIFY exec_api_queue`` in the same transaction.
-* claim:  ``UPDATE ... WHERE id = (SELECT id ... FOR UPDATE SKIP LOCKED LIMIT 1)``.
+* submit refuses (:class:`QueueFull`) a user who already has ``max_queued`` runs waiting;
+  a per-user transaction lock makes the count and the insert one step for every API process.
+* claim:  ``UPDATE ... WHERE id = (SELECT id ... FOR UPDATE SKIP LOCKED LIMIT 1)``, fairly:
+  the oldest queued run of the user with the fewest running runs, among users below
+  ``max_running`` (so 50 runs of alice do not hold every worker while bob waits).  Claims take
+  one transaction-level advisory lock, so the running counts they read are never stale and the
+  per-user cap holds across workers and processes (a claim takes about a millisecond).
 * cancel: a queued row becomes ``cancelled`` at once; a running one gets
   ``cancel_requested`` and ``NOTIFY exec_api_cancel`` (the worker kills the kernel).
 * orphans: each worker holds a session advisory lock on its ``worker_id`` while it lives.
@@ -25,6 +31,19 @@ CANCEL_CHANNEL = "exec_api_cancel"
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 # Advisory-lock key space: (class id, worker id) two-int form avoids clashing with others.
 LOCK_CLASS = 0x45584543  # "EXEC"
+CLAIM_LOCK_CLASS = 0x45584344  # "EXCD": (class, 0) serialises claims
+SUBMIT_LOCK_CLASS = 0x45585355  # "EXSU": (class, hashtext(username)) serialises a user's submits
+
+
+class QueueFull(Exception):
+    """The user already has ``limit`` queued executions."""
+
+    def __init__(self, username: str, waiting: int, limit: int) -> None:
+        self.username, self.waiting, self.limit = username, waiting, limit
+        super().__init__(
+            f"too many queued executions: {username} has {waiting} waiting, the limit is "
+            f"{limit} per user (EXEC_API_MAX_QUEUED_PER_USER); retry when some have started"
+        )
 
 
 def utcnow() -> dt.datetime:
@@ -40,7 +59,18 @@ def submit(
     parameters: dict[str, Any],
     timeout_seconds: int,
     runner: str,
+    max_queued: int | None = None,
 ) -> NotebookExecution:
+    """Queue a run; with ``max_queued``, refuse (:class:`QueueFull`) a user already at it."""
+    if max_queued is not None:
+        db.execute(
+            text("SELECT pg_advisory_xact_lock(:c, hashtext(:u))"),
+            {"c": SUBMIT_LOCK_CLASS, "u": username},
+        )
+        waiting = queued_count(db, username)
+        if waiting >= max_queued:
+            db.rollback()
+            raise QueueFull(username, waiting, max_queued)
     now = utcnow()
     ex = NotebookExecution(
         notebook_id=notebook_id,
@@ -60,6 +90,15 @@ def submit(
     db.execute(text("SELECT pg_notify(:c, :p)"), {"c": QUEUE_CHANNEL, "p": str(ex.id)})
     db.commit()
     return ex
+
+
+def queued_count(db: Session, username: str) -> int:
+    n = db.execute(
+        select(func.count())
+        .select_from(NotebookExecution)
+        .where(NotebookExecution.username == username, NotebookExecution.status == "queued")
+    ).scalar()
+    return int(n or 0)
 
 
 def request_cancel(db: Session, ex: NotebookExecution) -> NotebookExecution:
@@ -92,15 +131,30 @@ class Claimed:
     attempts: int
 
 
+_CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:c, 0)")
+
+# The head (oldest queued run) of each user below the running cap, the user with the fewest
+# running runs first, then the oldest; SKIP LOCKED passes over a row being cancelled.
 _CLAIM = text(
     """
+    WITH running AS (
+        SELECT username, count(*) AS n FROM notebook_executions
+         WHERE status = 'running' GROUP BY username
+    ), heads AS (
+        SELECT q.username, min(q.id) AS id FROM notebook_executions AS q
+         WHERE q.status = 'queued' AND NOT q.cancel_requested GROUP BY q.username
+    ), ranked AS (
+        SELECT h.id, coalesce(r.n, 0) AS n FROM heads AS h
+          LEFT JOIN running AS r ON r.username = h.username
+         WHERE coalesce(r.n, 0) < :max_running
+    )
     UPDATE notebook_executions AS e
        SET status = 'running', started_at = timezone('utc', now()), worker_id = :w,
            attempts = e.attempts + 1
-     WHERE e.id = (SELECT id FROM notebook_executions
-                    WHERE status = 'queued' AND NOT cancel_requested
-                    ORDER BY id
-                    FOR UPDATE SKIP LOCKED
+     WHERE e.id = (SELECT c.id FROM notebook_executions AS c JOIN ranked AS k ON k.id = c.id
+                    WHERE c.status = 'queued' AND NOT c.cancel_requested
+                    ORDER BY k.n, k.id
+                    FOR UPDATE OF c SKIP LOCKED
                     LIMIT 1)
     RETURNING e.id, e.username, e.input_path, e.notebook_id, e.parameters_used,
               e.timeout_seconds, e.attempts
@@ -108,8 +162,12 @@ _CLAIM = text(
 )
 
 
-def claim(db: Session, worker_id: int, default_timeout: int) -> Claimed | None:
-    row = db.execute(_CLAIM, {"w": worker_id}).first()
+def claim(
+    db: Session, worker_id: int, default_timeout: int, max_running: int = 2**31 - 1
+) -> Claimed | None:
+    """Take the next run fairly (see the module's docstring), or None."""
+    db.execute(_CLAIM_LOCK, {"c": CLAIM_LOCK_CLASS})
+    row = db.execute(_CLAIM, {"w": worker_id, "max_running": max_running}).first()
     db.commit()
     if row is None:
         return None
@@ -159,6 +217,8 @@ def finish(
             "w": worker_id,
         },
     )
+    # A slot is free, and this user may be below the running cap again: wake every worker.
+    db.execute(text("SELECT pg_notify(:c, '')"), {"c": QUEUE_CHANNEL})
     db.commit()
     return bool(res.rowcount)  # type: ignore[attr-defined]
 

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import nbformat
 
 from app.core.config import Settings
-from app.services.executor import KernelDied, Stopped, execute_notebook
+from app.services.executor import KernelDied, OutputTooLarge, Stopped, execute_notebook
 from app.services.kernels import KernelPool, KernelStartError, kernel_env
 from app.services.params import inject
 
@@ -52,6 +52,7 @@ class Job:
     parameters: dict[str, Any]
     types: dict[str, str]
     timeout_seconds: int
+    max_output_bytes: int | None = None
 
 
 @dataclass
@@ -93,6 +94,32 @@ def error_text(err: dict[str, Any] | None) -> str | None:
     return f"{err.get('ename', 'Error')}{where}: {err.get('evalue', '')}"
 
 
+# Room in the child's answer beyond the output cap (status, error, JSON framing), and how
+# much of its stderr is kept (the end, for the error message).
+ANSWER_ROOM = 1024 * 1024
+STDERR_TAIL = 64 * 1024
+
+
+def read_capped(f: Any, cap: int | None, chunk: int = 1024 * 1024) -> tuple[bytes, int]:
+    """Read ``f`` to its end, or until more than ``cap`` bytes: then ``(b"", bytes read)``."""
+    parts: list[bytes] = []
+    total = 0
+    while b := f.read1(chunk) if hasattr(f, "read1") else f.read(chunk):
+        total += len(b)
+        if cap is not None and total > cap:
+            return b"", total
+        parts.append(b)
+    return b"".join(parts), 0
+
+
+def read_tail(f: Any, keep: int, chunk: int = 65536) -> bytes:
+    """Read ``f`` to its end, keeping only its last ``keep`` bytes."""
+    buf = b""
+    while b := f.read1(chunk) if hasattr(f, "read1") else f.read(chunk):
+        buf = (buf + b)[-keep:]
+    return buf
+
+
 # ----------------------------------------------------------------------------- local
 class LocalRunner:
     name = "local"
@@ -118,7 +145,17 @@ class LocalRunner:
         except KernelStartError as e:
             return Outcome("failed", error_message=str(e))
         try:
-            res = execute_notebook(nb, kernel, deadline=deadline, stop=control.stop, cwd=job.cwd)
+            res = execute_notebook(
+                nb,
+                kernel,
+                deadline=deadline,
+                stop=control.stop,
+                cwd=job.cwd,
+                max_output_bytes=job.max_output_bytes,
+            )
+        except OutputTooLarge as e:
+            kernel.kill()
+            return Outcome("failed", error_message=str(e))
         except Stopped:
             kernel.kill()
             if control.stop.is_set():
@@ -336,6 +373,7 @@ class SubprocessRunner:
                 "parameters": job.parameters,
                 "types": job.types,
                 "timeout": job.timeout_seconds,
+                "max_output_bytes": job.max_output_bytes,
             }
         ).encode()
         started = self._take(job.username)
@@ -346,6 +384,10 @@ class SubprocessRunner:
                 return Outcome("failed", error_message=f"cannot start runner: {e}")
         proc = started.proc
         result: dict[str, bytes] = {}
+        # The child is the user's own process: what it writes is read with bounds (the
+        # answer: the output cap and room for the status; stderr: its last bytes).
+        cap = None if job.max_output_bytes is None else job.max_output_bytes + ANSWER_ROOM
+        too_large: list[int] = []
 
         def _talk() -> None:
             # The job is one line; stdin stays open while the run lasts (its end = stop).
@@ -353,9 +395,16 @@ class SubprocessRunner:
                 proc.stdin.write(payload + b"\n")  # type: ignore[union-attr]
                 proc.stdin.flush()  # type: ignore[union-attr]
             err: list[bytes] = []
-            reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+            reader = threading.Thread(
+                target=lambda: err.append(read_tail(proc.stderr, STDERR_TAIL)),  # type: ignore[arg-type]
+                daemon=True,
+            )
             reader.start()
-            result["out"] = proc.stdout.read()  # type: ignore[union-attr]
+            out, over = read_capped(proc.stdout, cap)  # type: ignore[arg-type]
+            if over:
+                too_large.append(over)
+                return  # the child may still be writing: the caller stops it
+            result["out"] = out
             reader.join()
             proc.wait()
             result["err"] = err[0] if err else b""
@@ -378,6 +427,16 @@ class SubprocessRunner:
             self._close_pipes(started)
             return Outcome(stopped_reason, error_message=f"execution {stopped_reason}")
         t.join()
+        if too_large:
+            self.stop_child(started)
+            self._close_pipes(started)
+            assert job.max_output_bytes is not None
+            return Outcome(
+                "failed",
+                error_message=str(
+                    OutputTooLarge(too_large[0], job.max_output_bytes, at_least=True)
+                ),
+            )
         self._close_pipes(started)
         return self.parse(proc.returncode, result.get("out") or b"", result.get("err") or b"")
 
@@ -401,6 +460,41 @@ class SubprocessRunner:
 
 
 # --------------------------------------------------------------------------- systemd
+# The sandbox of a run's unit: as tight as running a user's code allows.  The run keeps the
+# network (its notebook may use the exec API or the database), the user's own home (bound in
+# by the caller) and its private /tmp; the rest of the file system is read-only, other homes
+# and /run/user are empty, devices and kernel knobs are out of reach.  The launcher holds the
+# same list (roles/exec_api/vars/main.yml) and refuses a run without every one of them.
+# Not set, on purpose: PrivateNetwork/IPAddressDeny (see above), MemoryDenyWriteExecute (JITs
+# such as numba), ProcSubset=pid (/proc/meminfo, /proc/cpuinfo are read by user libraries),
+# RemoveIPC (it would remove the user's IPC objects of their other sessions).
+RUN_HARDENING = (
+    "NoNewPrivileges=yes",
+    "UMask=0077",
+    "ProtectSystem=strict",
+    "ProtectHome=tmpfs",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "ProtectProc=invisible",
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    "RestrictNamespaces=yes",
+    "RestrictRealtime=yes",
+    "RestrictSUIDSGID=yes",
+    "LockPersonality=yes",
+    "SystemCallArchitectures=native",
+    "SystemCallFilter=@system-service",
+    "SystemCallErrorNumber=EPERM",
+    "CapabilityBoundingSet=",
+    "AmbientCapabilities=",
+)
+
+
 class SystemdRunner(SubprocessRunner):
     """The child runs as the notebook owner in a transient systemd unit.
 
@@ -431,9 +525,9 @@ class SystemdRunner(SubprocessRunner):
             f"RuntimeMaxSec={runtime_max}",
             "KillMode=control-group",
             "TimeoutStopSec=5",
-            "NoNewPrivileges=yes",
-            "PrivateTmp=yes",
-            "ProtectSystem=full",
+            *RUN_HARDENING,
+            # Every home is hidden (an empty /home) but the user's own, bound in read-write.
+            f"BindPaths={pw.pw_dir}",
             f"WorkingDirectory={cwd}",
             *s.systemd_extra_properties,
         ]

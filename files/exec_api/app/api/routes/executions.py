@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse
@@ -77,7 +77,20 @@ def list_executions(
     )
 
 
-@router.post("", response_model=ExecutionSubmitted, status_code=status.HTTP_202_ACCEPTED)
+QUEUE_FULL: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "the owner has EXEC_API_MAX_QUEUED_PER_USER runs queued; "
+        "the Retry-After header says when to try again"
+    }
+}
+
+
+@router.post(
+    "",
+    response_model=ExecutionSubmitted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=QUEUE_FULL,
+)
 @with_db
 def submit(body: SubmitExecution, db: DB, cfg: Cfg, user: User) -> ExecutionSubmitted:
     """Queue an execution; returns at once with its id."""
