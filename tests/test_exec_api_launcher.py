@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import grp
 import importlib.machinery
 import importlib.util
 import pwd
 
 import pytest
+import yaml
 from conftest import ROOT
 
 _path = str(ROOT / "roles/exec_api/files/exec_api_launcher.py")
@@ -15,6 +17,17 @@ _loader = importlib.machinery.SourceFileLoader("exec_api_launcher", _path)
 launcher = importlib.util.module_from_spec(importlib.util.spec_from_loader("exec_api_launcher", _loader))
 _loader.exec_module(launcher)
 
+# The run sandbox the role pins (vars/main.yml), and the one the API's runner asks for.
+HARDENING: dict[str, str] = yaml.safe_load((ROOT / "roles/exec_api/vars/main.yml").read_text())[
+    "__exec_api_run_hardening"
+]
+_runners = ast.parse((ROOT / "files/exec_api/app/services/runners.py").read_text())
+RUN_HARDENING = next(
+    ast.literal_eval(n.value)
+    for n in _runners.body
+    if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RUN_HARDENING"
+)
+SANDBOX = [f"{k}={v}" for k, v in HARDENING.items()]
 CFG = {
     "client_user": "exec-api",
     "users_group": "platform-users",
@@ -24,12 +37,13 @@ CFG = {
     "systemctl": "/usr/bin/systemctl",
     "child_command": ["/opt/exec-api/venv/bin/python", "-m", "app.services.child"],
     "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode",
-                           "TimeoutStopSec", "NoNewPrivileges", "PrivateTmp", "ProtectSystem", "WorkingDirectory"],
-    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "NoNewPrivileges"],
-    "fixed_properties": {"KillMode": "control-group", "NoNewPrivileges": "yes"},
+                           "TimeoutStopSec", "WorkingDirectory", "BindPaths", *HARDENING],
+    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "BindPaths",
+                            *HARDENING],
+    "fixed_properties": {"KillMode": "control-group", **HARDENING},
 }  # fmt: skip
-# Every required limit but KillMode, which the cases below vary.
-LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "RuntimeMaxSec=1", "NoNewPrivileges=yes"]
+# Every required limit and the sandbox but KillMode, which the cases below vary.
+LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "RuntimeMaxSec=1", "BindPaths=/home/alice", *SANDBOX]
 ALICE = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
 SVC = pwd.struct_passwd(("www-data", "x", 33, 33, "", "/var/www", "/usr/sbin/nologin"))
 USERS = {1001: ALICE, 33: SVC}
@@ -50,8 +64,8 @@ def argv(uid=1001, gid=1001, home="/home/alice", user="alice", unit="exec-api-ru
          command=None, extra=()):  # fmt: skip
     props = props if props is not None else [
         "MemoryMax=2G", "MemorySwapMax=0", "CPUQuota=100%", "TasksMax=256", "RuntimeMaxSec=615",
-        "KillMode=control-group", "TimeoutStopSec=5", "NoNewPrivileges=yes", "PrivateTmp=yes",
-        "ProtectSystem=full", f"WorkingDirectory={home}/notebooks",
+        "KillMode=control-group", "TimeoutStopSec=5", *SANDBOX, f"BindPaths={home}",
+        f"WorkingDirectory={home}/notebooks",
     ]  # fmt: skip
     out = [f"--unit={unit}", "--slice=exec-api-runs.slice", f"--uid={uid}", f"--gid={gid}", "--quiet", "--collect",
            "--wait", "--pipe", "--service-type=exec", f"--setenv=HOME={home}", f"--setenv=USER={user}",
@@ -59,6 +73,16 @@ def argv(uid=1001, gid=1001, home="/home/alice", user="alice", unit="exec-api-ru
     for p in props:
         out += ["-p", p]
     return [*out, "--", *(command or CFG["child_command"])]
+
+
+def argv_props():
+    """The unit properties of the API's own request."""
+    a = argv()
+    return [a[i + 1] for i, o in enumerate(a) if o == "-p"]
+
+
+def test_the_role_pins_the_sandbox_the_runner_asks_for():
+    assert list(RUN_HARDENING) == SANDBOX
 
 
 def test_the_apis_own_request_is_accepted():
@@ -82,6 +106,28 @@ def test_the_apis_own_request_is_accepted():
         (argv(props=[*LIMITS, "KillMode=none"]), "KillMode must be control-group"),
         (argv(props=[*LIMITS, "KillMode=control-group", "WorkingDirectory=/etc"]), "inside the user's home"),
         (argv()[:-4], "no command after --"),
+        (argv(props=[p for p in argv_props() if not p.startswith("ProtectHome=")]), "missing: ProtectHome"),
+        (argv(props=[*LIMITS, "KillMode=control-group", "ProtectSystem=full"]), "given twice"),
+        (argv(props=[p.replace("ProtectSystem=strict", "ProtectSystem=full") for p in argv_props()]), "ProtectSystem must be strict"),
+        (
+            argv(props=[p.replace("=AF_UNIX", "=AF_PACKET AF_UNIX") for p in argv_props()]),
+            "RestrictAddressFamilies must be",
+        ),
+        (argv(props=[*argv_props(), "BindPaths=/etc"]), "given twice"),
+        (
+            argv(props=[p.replace("BindPaths=/home/alice", "BindPaths=/") for p in argv_props()]),
+            "BindPaths must be the user's home",
+        ),
+        (
+            argv(props=[p.replace("BindPaths=/home/alice", "BindPaths=/home/alice /home/bob") for p in argv_props()]),
+            "BindPaths must be the user's home",
+        ),
+        (
+            argv(
+                props=[p.replace("CapabilityBoundingSet=", "CapabilityBoundingSet=CAP_SYS_ADMIN") for p in argv_props()]
+            ),
+            "CapabilityBoundingSet must be",
+        ),
     ],
 )
 def test_anything_else_is_refused(request_argv, reason):

@@ -38,6 +38,20 @@ unit = re.search(r"(exec-api-[a-z]+-[^/\\n]+\\.service)", open("/proc/self/cgrou
 open("sleep.unit", "w").write(unit)"""
 SLEEP_UNIT = "/home/alice/notebooks/sleep.unit"
 
+# What a run's sandbox lets it see and do: only its own home under /home, nothing writable
+# outside it (but /tmp), and the network to the exec API and the database.
+SANDBOX = """import json, os, socket
+def reach(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError as e:
+        return repr(e)
+open("sandbox.written", "w").write("ok")
+print(json.dumps({"homes": sorted(os.listdir("/home")), "etc": os.access("/etc", os.W_OK),
+                  "opt": os.access("/opt/exec-api", os.W_OK), "tmp": os.access("/tmp", os.W_OK),
+                  "umask": oct(os.umask(0o77)), "api": reach(8000), "db": reach(5432)}))"""
+
 
 def forged(user: str) -> str:
     """A token like the provider's, with a key of our own: the API must not accept it."""
@@ -148,6 +162,46 @@ def memory_limits_enforced() -> bool:
     return False
 
 
+def exposure(unit: str) -> float:
+    out = subprocess.run(["systemd-analyze", "security", "--no-pager", unit], capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1].split(":")[1].split()[0])
+
+
+def last_json(c: httpx.Client, eid: int) -> dict:
+    out = c.get(f"/db/executions/{eid}/output").json()
+    text = "".join("".join(o.get("text", "")) for cell in out["cells"] for o in cell.get("outputs", []))
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def fair_share(alice: httpx.Client, bob: httpx.Client) -> None:
+    """alice floods the queue: past her queued limit she gets 429; bob's one run starts (and
+    ends) while her backlog still waits."""
+    notebook("/home/alice/notebooks/short.ipynb", ["import time; time.sleep(n)"], "n = 3")
+    notebook("/home/bob/notebooks/quick.ipynb", ["print(n)"])
+    refused, submitted = None, 0
+    for _ in range(40):
+        r = alice.post("/execute", json={"path": "short.ipynb"})
+        if r.status_code == 429:
+            refused = r
+            break
+        check("alice's submission is queued", r.status_code == 202, r.text)
+        submitted += 1
+    check(f"alice's queue is full after {submitted} submissions: 429", refused is not None, submitted)
+    detail = refused.json().get("detail", "")
+    check("the 429 says how many wait and the limit", "has 20 waiting, the limit is 20" in detail, detail)
+    check("with Retry-After", refused.headers.get("retry-after", "").isdigit(), dict(refused.headers))
+    t0 = time.monotonic()
+    r = bob.post("/execute", json={"path": "quick.ipynb", "wait": True})
+    took = time.monotonic() - t0
+    check(f"bob's one run succeeds ({took:.1f} s)", r.json().get("execution", {}).get("status") == "succeeded", r.text)
+    waiting = alice.get("/db/executions", params={"status": "queued", "limit": 1000}).json()
+    check(f"before alice's backlog drained ({len(waiting)} of hers still queued)", len(waiting) >= 10, len(waiting))
+    for ex in waiting + alice.get("/db/executions", params={"status": "running"}).json():
+        alice.post(f"/db/executions/{ex['id']}/cancel")
+    left = until(lambda: not alice.get("/db/executions", params={"status": "running"}).json(), 60, 1)
+    check("alice's flood is cancelled", left, "runs still running")
+
+
 def main() -> None:
     alice, bob = client("alice"), client("bob")
     notebook("/home/alice/notebooks/probe.ipynb", [PROBE])
@@ -201,6 +255,21 @@ def main() -> None:
     r = bob.get(f"/db/executions/{ex['id']}")
     check("bob cannot see alice's execution", r.status_code in (403, 404), r.status_code)
 
+    notebook("/home/alice/notebooks/sandbox.ipynb", [SANDBOX])
+    if os.path.exists("/home/alice/notebooks/sandbox.written"):
+        os.unlink("/home/alice/notebooks/sandbox.written")
+    r = alice.post("/execute", json={"path": "sandbox.ipynb", "wait": True})
+    ex = r.json().get("execution", {})
+    check("a run in the sandbox succeeds", ex.get("status") == "succeeded", r.text)
+    seen = last_json(alice, ex["id"])
+    check("it sees only its own home under /home", seen["homes"] == ["alice"], seen)
+    check("it writes in its home", os.path.exists("/home/alice/notebooks/sandbox.written"), seen)
+    writable = (seen["etc"], seen["opt"], seen["tmp"])
+    check("not in /etc or the installation, but in /tmp", writable == (False, False, True), seen)
+    check("with umask 077", seen["umask"] == "0o77", seen)
+    check("it reaches the exec API and the database", seen["api"] is True and seen["db"] is True, seen)
+    fair_share(alice, bob)
+
     before_units = units_started()
     before_count = len(alice.get("/db/executions", params={"limit": 1000}).json())
     for bad in ("/etc/passwd", "../bob/x.ipynb", "https://example.org/x.ipynb", "s3://bucket/x.ipynb"):
@@ -233,6 +302,9 @@ def main() -> None:
     ex = wait_status(alice, eid, {"running"}, 30)
     noted = until(lambda: os.path.exists(SLEEP_UNIT), 30)
     check("a long run is running", ex.get("status") == "running" and noted, ex)
+    with open(SLEEP_UNIT) as f:
+        score = exposure(f.read().strip())
+    check(f"its unit's exposure (systemd-analyze security) is {score} <= 5.0", score <= 5.0, score)
     main_pid = int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "exec-api.service"],
                                   capture_output=True, text=True, check=True).stdout)  # fmt: skip
     os.kill(main_pid, signal.SIGKILL)  # kill -9 of the service's process, mid-run

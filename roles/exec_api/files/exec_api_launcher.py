@@ -18,9 +18,10 @@ client's descriptors, and sends back the exit status. What it accepts:
 - run: the unit names and slice the API uses (a run's own unit, or a ready run: a unit of the
   same user with the same limits, started ahead, whose child waits for its job); a target uid
   that is a member of the platform's users group and at least `min_uid` (never root or a system
-  account), with its own primary gid, HOME, USER and LOGNAME; only allowed unit properties, every
-  required limit present, a working directory inside the user's home; and exactly the
-  configured child command.
+  account), with its own primary gid, HOME, USER and LOGNAME; only allowed unit properties, each
+  at most once, every required limit and sandbox setting present (the sandbox's with exactly the
+  configured values), a working directory inside the user's home, and, bound into the unit's
+  otherwise empty /home, only that home; and exactly the configured child command.
 - stop: `stop --no-block <one of the API's run or ready units>` or `exec-api-run-<id>-*.service`
   (all units of one execution).
 
@@ -74,6 +75,8 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
             key, sep_, value = opts[i + 1].partition("=")
             if not sep_ or key not in cfg["allowed_properties"]:
                 raise Refused(f"unit property {opts[i + 1]!r} is not allowed")
+            if key in props:  # list properties add up: a second BindPaths= would bind more
+                raise Refused(f"unit property {key} given twice")
             props[key] = value
             i += 1
         elif o.startswith("--setenv="):
@@ -112,6 +115,8 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
     home = os.path.realpath(user.pw_dir)
     if workdir != home and not workdir.startswith(home + os.sep):
         raise Refused("WorkingDirectory must be inside the user's home")
+    if "BindPaths" in props and props["BindPaths"] != user.pw_dir:
+        raise Refused("BindPaths must be the user's home, and only it")
     return [cfg["systemd_run"], *argv]
 
 
