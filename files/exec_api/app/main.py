@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         "execution history.  Every endpoint but /health needs a bearer token.",
         lifespan=lifespan,
     )
+    # Added first, so CORS (added after it) wraps it and its 422 answers carry CORS headers.
+    app.add_middleware(CheckedJsonMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -68,7 +70,6 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         )
     for r in (meta.router, legacy.router, notebooks.router, parameters.router, executions.router):
         app.include_router(r)
-    app.add_middleware(CheckedJsonMiddleware)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
 
