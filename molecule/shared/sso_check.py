@@ -213,6 +213,8 @@ with sync_playwright() as pw:
         print(f"figure: {name} login (authorize -> form -> redirect) {login.seconds:.2f} s", flush=True)
         code = api_status(tok["access_token"])
         check(code == 200, f"{name}: the exec API accepts the provider's token (HTTP {code})")
+        code = api_status(tok["id_token"])
+        check(code == 401, f"{name}: the exec API refuses the ID token as an access token (HTTP {code})")
         tokens_out[name] = tok["access_token"]
         if user is CFG["users"][0]:
             # Logging out ends the provider's session: the next authorization asks for a password again.
@@ -231,6 +233,12 @@ with sync_playwright() as pw:
     url = login(page, captured, outsider["username"], outsider["password"] + "-wrong", challenge="x" * 43, state="s")
     check(url is None and "Invalid username or password" in page.content(), "a wrong password is refused")
     ctx.close()
+
+    # The provider knows mallory, but she is not in the platform's users group: no access.
+    stranger, ctx, _ = code_flow(browser, outsider)
+    ctx.close()
+    code = api_status(stranger["access_token"])
+    check(code == 403, f"the exec API refuses {outsider['username']}, outside the users group (HTTP {code})")
 
     ctx, page, captured = browser.session()
     page.goto(authorize_url(challenge="x" * 43, state="s", redirect_uri=CLIENT["base_url"] + "/evil"))

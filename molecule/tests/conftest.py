@@ -12,6 +12,7 @@ or from --platform-secrets.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from hostlib import Hub, browser_hub_token, resolve
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "molecule/shared"))
 BIN = Path(sys.executable).parent
+os.environ["PATH"] = f"{BIN}:{os.environ['PATH']}"  # testinfra's ansible backend runs ansible-inventory
 
 # The labels nginx publishes (roles/nginx, the wiring): https://<label>.<platform_domain>.
 LABELS = ("api", "auth", "hub", "superset")

@@ -56,6 +56,7 @@ class Hub:
     def __post_init__(self) -> None:
         self.http.headers["Authorization"] = f"token {self.token}"
         self.http.verify = self.ca
+        self.http.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides `verify`
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         return self.http.request(method, f"{self.url}/hub/api{path}", timeout=60, **kw)
@@ -101,14 +102,37 @@ class Kernel:
     def __init__(self, hub: Hub, kid: str, ws_url: str) -> None:
         self.hub, self.kid = hub, kid
         self.session = uuid.uuid4().hex
+        # With the same session id, the server replays what the kernel said while disconnected.
+        self.ws_url = f"{ws_url}?session_id={self.session}"
+        self._connect()
+
+    def _connect(self) -> None:
         self.ws = websocket.create_connection(
-            ws_url, header=[f"Authorization: token {hub.token}"], sslopt={"ca_certs": hub.ca}, timeout=120
+            self.ws_url, header=[f"Authorization: token {self.hub.token}"], sslopt={"ca_certs": self.hub.ca}, timeout=20
         )
+
+    def _send(self, payload: str) -> None:
+        try:
+            self.ws.send(payload)
+        except (websocket.WebSocketConnectionClosedException, OSError):
+            self._connect()  # nginx closes a WebSocket idle for its read timeout
+            self.ws.send(payload)
+
+    def _recv(self) -> dict | None:
+        """The next message, or None after 20 s of silence (a ping then keeps nginx from closing)."""
+        try:
+            return json.loads(self.ws.recv())
+        except websocket.WebSocketTimeoutException:
+            self.ws.ping()
+            return None
+        except (websocket.WebSocketConnectionClosedException, OSError):
+            self._connect()
+            return None
 
     def run(self, code: str, timeout: float = 120) -> str:
         """Execute code; return what it printed. A Python error raises KernelError with its traceback."""
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
+        self._send(json.dumps({
             "header": {"msg_id": msg_id, "username": self.hub.user, "session": self.session,
                        "msg_type": "execute_request", "version": "5.3"},
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
@@ -119,9 +143,8 @@ class Kernel:
         error = None
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            self.ws.settimeout(max(1.0, end - time.monotonic()))
-            msg = json.loads(self.ws.recv())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            msg = self._recv()
+            if msg is None or msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
