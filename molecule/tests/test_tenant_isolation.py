@@ -183,6 +183,26 @@ print(json.dumps(out))"""
     assert not open_, f"alice got answers without credentials: {statuses}"
 
 
+def test_alice_cannot_reach_the_test_provider_behind_nginx(alice, inventory, hostvars):
+    """The test OpenID provider speaks plain HTTP and believes nginx's forwarded headers: only
+    nginx may connect to it (test harness; a real provider is outside the platform)."""
+    providers = inventory.get("oidc_test_provider", {}).get("hosts", [])
+    if not providers:
+        pytest.skip("no test OpenID provider in this scenario")
+    address = hostvars[providers[0]]["ansible_host"]
+    answer = alice.json(f"""
+import socket
+s = socket.socket(); s.settimeout(5)
+try:
+    s.connect(({address!r}, 3000)); s.sendall(b"GET /.well-known/openid-configuration HTTP/1.0\\r\\n\\r\\n")
+    print(json.dumps(s.recv(64).decode(errors="replace")))
+except OSError as e:
+    print(json.dumps(type(e).__name__))
+finally:
+    s.close()""")
+    assert not answer.startswith("HTTP/"), f"alice reached the provider at {address}:3000 directly: {answer!r}"
+
+
 # ------------------------------------------------------------------------- units
 def test_alice_server_unit_is_confined(site, alice):
     unit = "jupyter-alice-singleuser.service"
