@@ -29,7 +29,19 @@ import urllib.request
 API = os.environ.get("HUB_API", "http://127.0.0.1:8081/hub/api")
 USER = os.environ.get("HUB_USER", "alice")
 SCOPE = os.environ.get("HUB_SCOPE", "custom:exec-api:run")
-UNIT = f"jupyter-{USER}-singleuser"
+
+
+def active_unit() -> str:
+    """The user's running server unit: jupyter-<user>-singleuser, or with a number when systemd kept that
+    name loaded (see the hub's PlatformSpawner)."""
+    out = subprocess.run(
+        ["systemctl", "list-units", "--type=service", "--state=active", "--plain", "--no-legend",
+         f"jupyter-{USER}-singleuser*"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    if not out:
+        fail(f"no active server unit of {USER}")
+    return out[0].removesuffix(".service")
 
 
 def fail(msg: str) -> None:
@@ -76,7 +88,8 @@ def hub_token() -> str:
 
 def server_token() -> str:
     """The server's $JUPYTERHUB_API_TOKEN, from the environment file SystemdSpawner wrote (root 0400)."""
-    path = f"/run/{UNIT}/{UNIT}.env"
+    unit = active_unit()
+    path = f"/run/{unit}/{unit}.env"
     with open(path, encoding="utf-8") as f:
         for line in f:
             key, _, value = line.rstrip("\n").partition("=")
