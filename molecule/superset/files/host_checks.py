@@ -71,7 +71,7 @@ print(json.dumps(out))
 
 def redis_keys() -> dict:
     run = subprocess.run(
-        ["runuser", "-u", "superset", "--", "/opt/superset/venv/bin/python", "-c", REDIS],
+        ["/usr/sbin/runuser", "-u", "superset", "--", "/opt/superset/venv/bin/python", "-c", REDIS],
         capture_output=True,
         text=True,
         cwd="/",
