@@ -482,7 +482,9 @@ RUN_HARDENING = (
     "ProtectClock=yes",
     "ProtectHostname=yes",
     "ProtectProc=invisible",
-    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    # AF_NETLINK: libzmq lists the interfaces (getifaddrs) when the kernel binds its sockets,
+    # even over ipc; without it the kernel aborts at start ("Address family not supported").
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
     "RestrictNamespaces=yes",
     "RestrictRealtime=yes",
     "RestrictSUIDSGID=yes",
