@@ -108,7 +108,10 @@ def test_the_apis_own_request_is_accepted():
         (argv()[:-4], "no command after --"),
         (argv(props=[p for p in argv_props() if not p.startswith("ProtectHome=")]), "missing: ProtectHome"),
         (argv(props=[*LIMITS, "KillMode=control-group", "ProtectSystem=full"]), "given twice"),
-        (argv(props=[p.replace("ProtectSystem=strict", "ProtectSystem=full") for p in argv_props()]), "ProtectSystem must be strict"),
+        (
+            argv(props=[p.replace("ProtectSystem=strict", "ProtectSystem=full") for p in argv_props()]),
+            "ProtectSystem must be strict",
+        ),
         (
             argv(props=[p.replace("=AF_UNIX", "=AF_PACKET AF_UNIX") for p in argv_props()]),
             "RestrictAddressFamilies must be",
