@@ -29,7 +29,7 @@ from app.services import metrics
 from app.services import queue as q
 from app.services.executor import OutputTooLarge
 from app.services.params import discover
-from app.services.paths import PathRefused, output_path_for, resolve_notebook
+from app.services.paths import PathRefused, output_path_for, read_notebook, resolve_notebook
 from app.services.runners import Control, Job, Outcome, Runner, make_runner
 
 log = logging.getLogger("app.worker")
@@ -196,9 +196,9 @@ class Worker:
                     )
                 ).all()
             return {str(n): str(t) for n, t in rows}
-        try:
-            nb = nbformat.read(notebook_path, as_version=4)
-        except (OSError, ValueError):
+        try:  # through a handle of the user's area: never a second open by name
+            _rel, nb = read_notebook(self.s, job.username, job.input_path)
+        except (PathRefused, FileNotFoundError):
             return {}
         return {d.name: d.type for d in discover(nb)}
 

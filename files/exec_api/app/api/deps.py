@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
-import nbformat
 from fastapi import Depends, HTTPException, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
@@ -29,7 +28,13 @@ from app.schemas import (
 )
 from app.services import params as P
 from app.services import queue as q
-from app.services.paths import PathRefused, resolve_notebook, user_root
+from app.services.paths import (
+    NotANotebook,
+    NotebookTooLarge,
+    PathRefused,
+    open_notebook,
+    user_root,
+)
 
 DB = Annotated[Session, Depends(get_db)]
 
@@ -108,6 +113,10 @@ def get_execution(db: Session, principal: Principal, execution_id: int) -> Noteb
 def refuse_path(e: Exception) -> HTTPException:
     if isinstance(e, FileNotFoundError):
         return HTTPException(status.HTTP_404_NOT_FOUND, str(e))
+    if isinstance(e, NotebookTooLarge):
+        return HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(e))
+    if isinstance(e, NotANotebook):
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e))
     return HTTPException(status.HTTP_400_BAD_REQUEST, f"path refused: {e}")
 
 
@@ -190,9 +199,12 @@ def submit_execution(
             status.HTTP_422_UNPROCESSABLE_ENTITY, "give notebook_id or a notebook path"
         )
     try:
-        rel, real = resolve_notebook(settings, owner, rel)
+        # Read through a handle of the user's area, once: never reopened by name (a swap
+        # between a check and a read would hand another user's notebook to this process).
+        opened = open_notebook(settings, owner, rel)
     except (PathRefused, FileNotFoundError) as e:
         raise refuse_path(e) from e
+    rel = opened.rel
     if nb is None:
         abs_path = str(user_root(settings, owner) / rel)
         nb = db.execute(
@@ -202,11 +214,9 @@ def submit_execution(
         specs = specs_of(list(nb.parameters))
     else:
         try:
-            disc = P.discover(nbformat.read(str(real), as_version=4))
-        except (OSError, ValueError) as e:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, f"cannot read notebook: {e}"
-            ) from e
+            disc = P.discover(opened.notebook())
+        except NotANotebook as e:
+            raise refuse_path(e) from e
         specs = [
             P.ParamSpec(name=d.name, type=d.type, default=d.default, has_default=d.has_default)
             for d in disc

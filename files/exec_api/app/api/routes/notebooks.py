@@ -31,8 +31,6 @@ from app.schemas import (
 )
 from app.services import params as P
 from app.services.paths import (
-    NotANotebook,
-    NotebookTooLarge,
     PathRefused,
     open_notebook,
     user_root,
@@ -104,10 +102,6 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
 
 
 def _refused(e: PathRefused | FileNotFoundError) -> HTTPException:
-    if isinstance(e, NotebookTooLarge):
-        return HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(e))
-    if isinstance(e, NotANotebook):
-        return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e))
     return refuse_path(e)
 
 
