@@ -13,7 +13,7 @@ WEAK = "weakMARK7"  # shorter than any role accepts, and easy to spot if it were
 def assert_play(inventory, role: str):
     play = inventory.parent / f"assert_{role}.yml"
     play.write_text(
-        "- hosts: local1\n  gather_facts: false\n"
+        "- hosts: local1\n  gather_facts: true\n"  # roles size limits from facts
         f"  vars_files: ['{ROOT}/group_vars/all/wiring.yml']\n"
         "  tasks:\n"
         f"    - ansible.builtin.include_role: {{name: {role}, tasks_from: assert}}\n"
