@@ -48,6 +48,18 @@ def call(method, path, body=None, token=None, raw=None):
         return status, json.loads(text)
     except ValueError:
         return status, text
+def run_and_wait(path, parameters=None, timeout=120):
+    import time
+    s, sub = call("POST", "/db/executions", {{"notebook_path": path, "parameters": parameters or {{}}}})
+    assert s == 202, (s, sub)
+    eid = sub.get("execution_id", sub.get("id"))
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s, ex = call("GET", f"/db/executions/{{eid}}")
+        if ex["status"] in ("succeeded", "failed", "timeout", "cancelled"):
+            return ex
+        time.sleep(0.5)
+    return ex
 def notebook(path, cells, parameters="n = 1"):
     cell = lambda i, src, tags: {{"cell_type": "code", "execution_count": None, "id": f"c{{i}}",
                                  "metadata": {{"tags": tags}}, "outputs": [], "source": src}}

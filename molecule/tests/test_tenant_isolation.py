@@ -325,15 +325,7 @@ print(json.dumps({"statuses": got, "ids": ids, "message": (last429 if 429 in got
         bob_state = bob.json(
             """
 notebook("quick.ipynb", ["print('bob ran')"])
-s, sub = call("POST", "/db/executions", {"notebook_path": "quick.ipynb", "parameters": {}})
-eid = sub.get("execution_id", sub.get("id"))
-import time
-for _ in range(240):
-    s, ex = call("GET", f"/db/executions/{eid}")
-    if ex["status"] in ("succeeded", "failed", "timeout", "cancelled"):
-        break
-    time.sleep(0.5)
-print(json.dumps(ex))""",
+print(json.dumps(run_and_wait("quick.ipynb")))""",
             timeout=180,
         )
         waited = time.monotonic() - t0
@@ -351,15 +343,8 @@ def test_an_oversized_output_fails_the_run_and_is_not_served(alice, site):
     cap = int(match.group(1))
     result = alice.json(f"""
 notebook("big.ipynb", ["print('x' * ({cap} + (1 << 20)))"])
-s, sub = call("POST", "/db/executions", {{"notebook_path": "big.ipynb", "parameters": {{}}}})
-eid = sub.get("execution_id", sub.get("id"))
-import time
-for _ in range(240):
-    s, ex = call("GET", f"/db/executions/{{eid}}")
-    if ex["status"] in ("succeeded", "failed", "timeout", "cancelled"):
-        break
-    time.sleep(0.5)
-so, out = call("GET", f"/db/executions/{{eid}}/output")
+ex = run_and_wait("big.ipynb")
+so, out = call("GET", f"/db/executions/{{ex['id']}}/output")
 print(json.dumps({{"ex": ex, "output_status": so, "output_len": len(out) if isinstance(out, str) else -1}}))""",
                           timeout=300)  # fmt: skip
     ex = result["ex"]

@@ -51,8 +51,8 @@ def test_every_body_route_is_covered(app_client):
     assert len(routes) >= 9, routes  # notebooks, parameters, executions, the legacy three
 
 
-@pytest.mark.parametrize(("body", "where"), NON_FINITE)
-def test_non_finite_number_refused_by_location(app_client, user, body, where):
+def _sent_everywhere(app_client, user, body: str):
+    """The same raw body to every route that takes one: (method, path, response), each a 422."""
     for method, path in _body_routes(app_client.app):
         r = app_client.request(
             method,
@@ -61,6 +61,12 @@ def test_non_finite_number_refused_by_location(app_client, user, body, where):
             content=body,
         )
         assert r.status_code == 422, (method, path, r.status_code, r.text)
+        yield method, path, r
+
+
+@pytest.mark.parametrize(("body", "where"), NON_FINITE)
+def test_non_finite_number_refused_by_location(app_client, user, body, where):
+    for method, path, r in _sent_everywhere(app_client, user, body):
         detail = r.json()["detail"]
         assert detail[0]["msg"] == f"non-finite number at {where}", (method, path, detail)
         assert [str(p) for p in detail[0]["loc"]] == where.split("."), detail
@@ -68,14 +74,7 @@ def test_non_finite_number_refused_by_location(app_client, user, body, where):
 
 @pytest.mark.parametrize(("body", "where"), LONE_SURROGATES)
 def test_lone_surrogate_refused_by_location(app_client, user, body, where):
-    for method, path in _body_routes(app_client.app):
-        r = app_client.request(
-            method,
-            path,
-            headers={**user.headers, "Content-Type": "application/json"},
-            content=body,
-        )
-        assert r.status_code == 422, (method, path, r.status_code, r.text)
+    for _method, _path, r in _sent_everywhere(app_client, user, body):
         msg = r.json()["detail"][0]["msg"]
         assert msg.startswith("invalid text (lone surrogate)") and msg.endswith(f"at {where}"), msg
 
