@@ -170,6 +170,8 @@ def users(hostvars, hub_host_name, secrets_dir) -> dict[str, dict]:
         secret = secrets_dir / f"idp_user_{u['username'].replace('-', '_')}_password"
         if secret.is_file():
             out[u["username"]] = {**u, "password": secret.read_text().strip()}
+    missing = {"alice", "bob"} - set(out)
+    assert not missing, f"test users {missing} not in platform_users or without a password in {secrets_dir}"
     return out
 
 
@@ -198,6 +200,12 @@ def hub_tokens(hub_url, ca, names, users) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def hubs(hub_url, ca, hub_tokens) -> dict[str, Hub]:
     return {name: Hub(hub_url, ca, name, tok) for name, tok in hub_tokens.items()}
+
+
+@pytest.fixture(scope="session")
+def api_token(hubs) -> str:
+    """alice's hub token for the exec API: it asks for the exec API's scope, as a client should."""
+    return hubs["alice"].new_token(["custom:exec-api:run"], "exec API")
 
 
 @pytest.fixture(scope="session")
