@@ -23,7 +23,8 @@ pytestmark = pytest.mark.tenant
 SERVICE_EXPOSURE = 4.0
 USER_CODE_EXPOSURE = 5.0
 SERVICE_UNITS = ["exec-api.service", "exec-api-launcher@probe.service", "jupyterhub.service",
-                 "configurable-http-proxy.service", "superset.service", "test-oidc-provider.service"]  # fmt: skip
+                 "configurable-http-proxy.service", "superset.service", "test-oidc-provider.service",
+                 "postgresql@15-main.service", "redis-server.service", "exec-api-retention.service"]  # fmt: skip
 
 
 def exposure(site, unit: str) -> float:
