@@ -51,8 +51,8 @@ def test_every_body_route_is_covered(app_client):
     assert len(routes) >= 9, routes  # notebooks, parameters, executions, the legacy three
 
 
-def _sent_everywhere(app_client, user, body: str):
-    """The same raw body to every route that takes one: (method, path, response), each a 422."""
+def _responses(app_client, user, body: str):
+    """The same raw body to every route that takes one: (method, path, response)."""
     for method, path in _body_routes(app_client.app):
         r = app_client.request(
             method,
@@ -60,6 +60,12 @@ def _sent_everywhere(app_client, user, body: str):
             headers={**user.headers, "Content-Type": "application/json"},
             content=body,
         )
+        yield method, path, r
+
+
+def _sent_everywhere(app_client, user, body: str):
+    """As _responses, each answered with a 422."""
+    for method, path, r in _responses(app_client, user, body):
         assert r.status_code == 422, (method, path, r.status_code, r.text)
         yield method, path, r
 
@@ -81,13 +87,7 @@ def test_lone_surrogate_refused_by_location(app_client, user, body, where):
 
 @pytest.mark.parametrize("body", MALFORMED, ids=range(len(MALFORMED)))
 def test_malformed_json_is_a_client_error(app_client, user, body):
-    for method, path in _body_routes(app_client.app):
-        r = app_client.request(
-            method,
-            path,
-            headers={**user.headers, "Content-Type": "application/json"},
-            content=body,
-        )
+    for method, path, r in _responses(app_client, user, body):
         assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text[:300])
 
 
