@@ -47,6 +47,11 @@ class Notebook(Base):
     tags: Mapped[Any | None] = mapped_column(JSON)
     # "metadata" is reserved by SQLAlchemy's declarative API: attribute renamed, column kept.
     metadata_: Mapped[Any | None] = mapped_column("metadata", JSON)
+    # The registration read the parameters cell: names added to it later are declared at the
+    # next run (0003; older rows: false).
+    detect_parameters: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
 
     parameters: Mapped[list[NotebookParameter]] = relationship(
         back_populates="notebook",
@@ -70,6 +75,11 @@ class NotebookParameter(Base):
     description: Mapped[str | None] = mapped_column(Text)
     required: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     validation_rules: Mapped[Any | None] = mapped_column(JSON)
+    # True: default_value mirrors the notebook's parameters cell (refreshed from the file,
+    # never injected: papermill injects only what the caller passed).  False: a user set it.
+    default_from_notebook: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
@@ -131,3 +141,4 @@ class NotebookExecution(Base):
     worker_id: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     runner: Mapped[str | None] = mapped_column(String(50))
+    report_mode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 MAX_ID = 2_147_483_647
 
@@ -86,6 +93,11 @@ class ParameterResponse(BaseModel):
     description: str | None = None
     required: bool
     validation_rules: dict[str, Any] | None = None
+    default_from_notebook: bool = Field(
+        default=False,
+        description="the default is the notebook's own (read from its parameters cell, "
+        "refreshed when the file changes, not injected); false: set through the API",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -158,6 +170,7 @@ class ExecutionHistoryResponse(BaseModel):
     cancel_requested: bool = False
     attempts: int = 0
     runner: str | None = None
+    report_mode: bool = False
 
 
 class ExecutionPage(BaseModel):
@@ -167,7 +180,43 @@ class ExecutionPage(BaseModel):
     limit: int
 
 
-class SubmitExecution(BaseModel):
+# papermill's options a submission may not set, and why (an unknown field is refused too).
+UNSUPPORTED_OPTIONS = {
+    "cwd": "a run starts in its notebook's own directory",
+    "log_output": "a run's streams are in its output notebook (GET /db/executions/{id}/output)",
+    "kernel_name": "the notebook's kernelspec decides the kernel (metadata.kernelspec.name)",
+    "language": "the notebook's kernelspec decides the language",
+    "engine_name": "runs use the exec API's papermill engine",
+    "prepare_only": "every submission runs",
+    "execution_timeout": "use timeout_seconds (the whole run's wall-clock limit)",
+    "start_timeout": "kernels are started ahead by the platform",
+    "stdout_file": "a run's streams are in its output notebook",
+    "stderr_file": "a run's streams are in its output notebook",
+    "progress_bar": "follow a run with GET /db/executions/{id}",
+    "request_save_on_cell_execute": "the output is written when the run ends",
+}
+
+
+class SubmissionOptions(BaseModel):
+    """What every submission body shares: papermill's report mode, and a clear 422 for a
+    field the API does not know (never silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    report_mode: bool = Field(
+        default=False, description="papermill's report mode: code cells' inputs are hidden"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, why in UNSUPPORTED_OPTIONS.items():
+                if name in data:
+                    raise ValueError(f"{name} is not supported: {why}")
+        return data
+
+
+class SubmitExecution(SubmissionOptions):
     """New-style submission (``POST /db/executions``)."""
 
     notebook_id: Id | None = None
@@ -177,7 +226,7 @@ class SubmitExecution(BaseModel):
     timeout_seconds: Timeout | None = None
 
 
-class LegacySubmission(BaseModel):
+class LegacySubmission(SubmissionOptions):
     """The prototype's submission bodies: each says how it maps to a ``SubmitExecution``."""
 
     wait: bool = False
@@ -203,6 +252,7 @@ class ExecuteRequest(LegacySubmission):
             parameters=self.params,
             username=self.user,
             timeout_seconds=self.timeout_seconds,
+            report_mode=self.report_mode,
         )
 
 
@@ -220,6 +270,7 @@ class RunNotebookRequest(LegacySubmission):
             parameters=self.parameters,
             username=self.username,
             timeout_seconds=self.timeout_seconds,
+            report_mode=self.report_mode,
         )
 
 

@@ -27,7 +27,7 @@ from app.core.config import Settings, get_settings
 from app.models import NotebookParameter
 from app.services import metrics
 from app.services import queue as q
-from app.services.executor import OutputTooLarge
+from app.services.engine import DEFAULT_KERNEL, OutputTooLarge, notebook_kernel, quiet_papermill
 from app.services.params import discover
 from app.services.paths import PathRefused, output_path_for, read_notebook, resolve_notebook
 from app.services.runners import Control, Job, Outcome, Runner, make_runner
@@ -62,6 +62,7 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        quiet_papermill()
         self._lock_conn = psycopg.connect(self._dsn, autocommit=True)
         self._lock_conn.execute("SELECT pg_advisory_lock(%s, %s)", (q.LOCK_CLASS, self.worker_id))
         self.recover()
@@ -187,7 +188,14 @@ class Worker:
             self._execute(job)
 
     # ------------------------------------------------------------------ one run
-    def _types(self, job: q.Claimed, notebook_path: str) -> dict[str, str]:
+    def _inspect(self, job: q.Claimed) -> tuple[dict[str, str], str]:
+        """The parameters' types (declared, or read from the notebook) and the kernel the
+        notebook names: its ready kernels are kept by kernelspec."""
+        try:  # through a handle of the user's area: never a second open by name
+            _rel, nb = read_notebook(self.s, job.username, job.input_path)
+        except (PathRefused, FileNotFoundError, ValueError):
+            nb = None
+        kernel = notebook_kernel(nb)[0] if nb is not None else DEFAULT_KERNEL
         if job.notebook_id is not None:
             with self.sf() as db:
                 rows = db.execute(
@@ -195,12 +203,8 @@ class Worker:
                         NotebookParameter.notebook_id == job.notebook_id
                     )
                 ).all()
-            return {str(n): str(t) for n, t in rows}
-        try:  # through a handle of the user's area: never a second open by name
-            _rel, nb = read_notebook(self.s, job.username, job.input_path)
-        except (PathRefused, FileNotFoundError):
-            return {}
-        return {d.name: d.type for d in discover(nb)}
+            return {str(n): str(t) for n, t in rows}, kernel
+        return ({d.name: d.type for d in discover(nb)} if nb is not None else {}), kernel
 
     def _execute(self, job: q.Claimed) -> None:
         control = Control()
@@ -220,15 +224,19 @@ class Worker:
                 if control.stop.is_set():
                     outcome = Outcome("cancelled", error_message="execution cancelled")
                 else:
+                    types, kernel = self._inspect(job)
                     rjob = Job(
                         execution_id=job.id,
                         username=job.username,
                         notebook_path=str(real),
                         cwd=str(real.parent),
                         parameters=job.parameters,
-                        types=self._types(job, str(real)),
+                        types=types,
                         timeout_seconds=job.timeout_seconds,
                         max_output_bytes=self.s.max_output_bytes,
+                        kernel_name=kernel,
+                        output_path=str(output_path_for(self.s, job.username, job.id)),
+                        report_mode=job.report_mode,
                     )
                     outcome = self.runner.run(rjob, control)
         except Exception as e:  # noqa: BLE001 - a run must always end in a recorded state

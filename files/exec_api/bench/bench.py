@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import pwd
 import resource
 import shutil
 import signal
@@ -488,7 +489,9 @@ def main() -> None:
     svc = Service(args.worker_concurrency, workdir, args.api_workers)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
     try:
-        user = "bench"
+        # The Unix account running the bench: its notebook area must be its own (the API
+        # refuses an area another uid owns).
+        user = pwd.getpwuid(os.getuid()).pw_name
         nbpath = workdir / "home" / user / "nb" / "trivial.ipynb"
         trivial_notebook(nbpath)
         headers = {"Authorization": f"Bearer {svc.idp.token(user, exp_in=7200)}"}

@@ -160,11 +160,51 @@ def specs_of(params: list[NotebookParameter]) -> list[P.ParamSpec]:
             type=p.param_type,
             required=bool(p.required),
             default=p.default_value,
-            has_default=p.default_value is not None,
+            has_default=p.default_value is not None and not p.default_from_notebook,
             rules=p.validation_rules,
         )
         for p in params
     ]
+
+
+def refresh_parameters(db: Session, nb: Notebook, found: list[P.Discovered]) -> None:
+    """The notebook's parameters as its file has them now: defaults that came from the file
+    follow it, and (when the registration read the cell) names added to the cell are declared.
+    Declarations a user made are left as they are."""
+    by_name = {d.name: d for d in found}
+    changed = False
+    for p in nb.parameters:
+        if not p.default_from_notebook:
+            continue
+        d = by_name.get(p.param_name)
+        current = d.default if d is not None and d.has_default else None
+        if p.default_value != current:
+            p.default_value, changed = current, True
+    if nb.detect_parameters:
+        have = {p.param_name for p in nb.parameters}
+        for d in found:
+            if d.name not in have:
+                nb.parameters.append(discovered_parameter(d))
+                changed = True
+    if not changed:
+        return
+    try:
+        db.commit()
+    except IntegrityError:  # another submission declared the same name first
+        db.rollback()
+    db.refresh(nb)
+
+
+def discovered_parameter(d: P.Discovered) -> NotebookParameter:
+    return NotebookParameter(
+        param_name=d.name,
+        param_type=d.type,
+        default_value=d.default if d.has_default else None,
+        description=d.description,
+        required=0,
+        validation_rules=None,
+        default_from_notebook=True,
+    )
 
 
 def submit_execution(
@@ -211,6 +251,10 @@ def submit_execution(
             select(Notebook).where(Notebook.file_path == abs_path, Notebook.username == owner)
         ).scalar_one_or_none()
     if nb is not None:
+        try:
+            refresh_parameters(db, nb, P.discover(opened.notebook()))
+        except NotANotebook as e:
+            raise refuse_path(e) from e
         specs = specs_of(list(nb.parameters))
     else:
         try:
@@ -236,6 +280,7 @@ def submit_execution(
             timeout_seconds=timeout,
             runner=settings.runner,
             max_queued=settings.max_queued_per_user,
+            report_mode=sub.report_mode,
         )
     except q.QueueFull as e:
         raise HTTPException(

@@ -25,9 +25,9 @@ import nbformat
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from app.services.executor import KernelDied, OutputTooLarge, Stopped, execute_notebook
 from app.services.kernels import Kernel
-from app.services.params import inject
+
+DEFAULT_KERNEL = "python3"
 
 
 def _emit(doc: dict[str, Any]) -> None:
@@ -43,31 +43,50 @@ def _failed(message: str, notebook: Any = None, status: str = "failed") -> dict[
 
 
 class _Kernel:
-    """The run's kernel, started before the job is known (ipc sockets in a private dir)."""
+    """The run's kernel, started before the job is known (ipc sockets in a private dir), of
+    the kernelspec the runner names in ``EXEC_API_KERNEL`` (the one its user's last notebook
+    used; ``python3`` when none is named)."""
 
     sockdir = ""
     kernel: Kernel | None = None
     error: str | None = None
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def start(self) -> None:
-        self.sockdir = tempfile.mkdtemp(prefix="exec-api-kernel-")  # 0700
-        self.km = KernelManager(transport="ipc", ip=os.path.join(self.sockdir, "k"))
+        self.sockdir = self.sockdir or tempfile.mkdtemp(prefix="exec-api-kernel-")  # 0700
+        self.km = KernelManager(
+            kernel_name=self.name, transport="ipc", ip=os.path.join(self.sockdir, "k")
+        )
         self.kernel, self.error = None, None
         try:
             self.km.start_kernel(cwd=os.getcwd())
             proc = getattr(self.km.provisioner, "process", None)
             if proc is None or int(proc.pid) <= 1:
                 raise RuntimeError("no kernel process")
+            # papermill loads while the kernel starts (two processes, two cores).
+            from app.services.engine import quiet_papermill
+
+            quiet_papermill()
+
             kc: BlockingKernelClient = self.km.client()
             kc.start_channels()
             self.kernel = Kernel(int(proc.pid), self.km.connection_file, kc)
             kc.wait_for_ready(timeout=60.0)
-        except Exception as e:  # noqa: BLE001 - reported as the run's failure
+            kc.stop_channels()  # the run talks to it with papermill's own (async) client
+        except Exception as e:  # noqa: BLE001 - the run starts its kernel itself instead
             self.error = f"kernel did not start: {e}"
+            if self.kernel is not None:
+                self.kernel.kill()
+                self.kernel = None
 
     def kill(self) -> None:
         if self.kernel is not None:
             self.kernel.kill()
+
+    def cleanup(self) -> None:
+        self.kill()
         if self.sockdir:
             shutil.rmtree(self.sockdir, ignore_errors=True)
 
@@ -80,17 +99,20 @@ class _Kernel:
 
 def main() -> None:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    k = _Kernel()
+    k = _Kernel(os.environ.get("EXEC_API_KERNEL") or DEFAULT_KERNEL)
+    run_ctx: list[Any] = []
 
     def _end(*_: Any) -> None:
-        k.kill()
+        for r in run_ctx:
+            r.kill("cancelled")  # also a kernel nbclient started for another kernelspec
+        k.cleanup()
         os._exit(143)
 
     signal.signal(signal.SIGTERM, _end)
     k.start()
     line = sys.stdin.buffer.readline()
     if not line.strip():  # end of file: a ready run nobody took, or the runner is gone
-        k.kill()
+        k.cleanup()
         os._exit(0)
     k.alive_or_restarted()
 
@@ -101,49 +123,54 @@ def main() -> None:
 
     threading.Thread(target=_watch, daemon=True).start()
     try:
-        _emit(run(json.loads(line), k))
+        _emit(run(json.loads(line), k, run_ctx))
     finally:
-        k.kill()
+        for r in run_ctx:
+            r.kill("ended")
+        k.cleanup()
     # Exit at once (here and above): the kernel is killed and its sockets are gone; a clean
     # interpreter shutdown (channels, zmq context, the stdin watcher) would add about a second.
     os._exit(0)
 
 
-def run(job: dict[str, Any], k: _Kernel) -> dict[str, Any]:
+def run(job: dict[str, Any], k: _Kernel, run_ctx: list[Any] | None = None) -> dict[str, Any]:
+    """The job, run with papermill (:func:`app.services.engine.run_notebook`) as this
+    process's user, who reads the notebook."""
+    from app.services.engine import Run, ipc_kernel_manager, quiet_papermill, run_notebook
+
+    quiet_papermill()
     try:
         nb = nbformat.read(job["notebook"], as_version=4)
     except (OSError, ValueError) as e:
         return _failed(f"cannot read notebook: {e}")
-    if k.error or k.kernel is None:
-        return _failed(k.error or "kernel did not start")
-    inject(nb, job.get("parameters") or {}, job.get("types") or {})
     timeout = float(job.get("timeout") or 600)
     limit = job.get("max_output_bytes")
-    limit = int(limit) if limit is not None else None
-    deadline = time.monotonic() + timeout  # the run's own time, from the job's arrival
-    try:
-        res = execute_notebook(
-            nb, k.kernel, deadline=deadline, cwd=job.get("cwd"), max_output_bytes=limit
-        )
-    except OutputTooLarge as e:
-        return _failed(str(e))  # no notebook: a partial output is never kept
-    except Stopped:
-        return _checked(_failed(f"timed out after {int(timeout)} s", nb, status="timed_out"), limit)
-    except KernelDied:
-        return _checked(_failed("the kernel died during execution", nb), limit)
-    return _checked({"status": res.status, "error": res.error, "notebook": res.notebook}, limit)
-
-
-def _checked(doc: dict[str, Any], limit: int | None) -> dict[str, Any]:
-    """The answer, or a failure without the notebook if the notebook, as it will be saved,
-    is larger than ``limit`` bytes (the count while running is an estimate)."""
-    nb = doc.get("notebook")
-    if limit is None or nb is None:
-        return doc
-    size = len(nbformat.writes(nb).encode("utf-8", "backslashreplace"))
-    if size > limit:
-        return _failed(str(OutputTooLarge(size, limit)))
-    return doc
+    r = Run(
+        ready=k.kernel,
+        ready_kernel_name=k.name,
+        cwd=job.get("cwd"),
+        deadline=time.monotonic() + timeout,  # the run's own time, from the job's arrival
+        timeout_seconds=timeout,
+        max_output_bytes=int(limit) if limit is not None else None,
+        kernel_manager_class=ipc_kernel_manager(k.sockdir),
+    )
+    if run_ctx is not None:
+        run_ctx.append(r)
+    res = run_notebook(
+        nb,
+        r,
+        parameters=job.get("parameters") or {},
+        types=job.get("types") or {},
+        input_path=job["notebook"],
+        output_path=job.get("output_path") or "",
+        report_mode=bool(job.get("report_mode")),
+    )
+    return {
+        "status": res.status,
+        "error": res.error,
+        "notebook": res.notebook,
+        "error_message": res.message,
+    }
 
 
 if __name__ == "__main__":

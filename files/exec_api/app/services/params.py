@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import nbformat
 from nbformat import NotebookNode
 
 PARAM_TYPES = ("int", "float", "str", "bool", "list", "dict", "date", "datetime")
@@ -51,6 +50,10 @@ def check_name(name: object) -> str:
 
 @dataclass(frozen=True)
 class ParamSpec:
+    """A declared parameter.  ``has_default``: a default a user set through the API, which is
+    injected when the caller gives no value; the notebook's own defaults are not (papermill
+    injects only what it is given, and the notebook keeps its current value)."""
+
     name: str
     type: str
     required: bool = False
@@ -215,7 +218,12 @@ def apply_rules(name: str, ptype: str, value: Any, rules: Mapping[str, Any] | No
 
 
 def resolve(specs: Iterable[ParamSpec], given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge defaults, refuse unknown/invalid names, check and coerce every value."""
+    """The values a run injects, as papermill means them: what the caller passed, plus
+    defaults a user set through the API; any other parameter keeps the notebook's own value.
+
+    Names that are not identifiers or not declared are refused by name; each value is checked
+    and coerced.  ``null`` is a value (Python ``None``) for a parameter that is not required.
+    """
     given = dict(given or {})
     by_name = {s.name: s for s in specs}
     # Names first: every non-identifier or undeclared name is refused by name.
@@ -227,66 +235,24 @@ def resolve(specs: Iterable[ParamSpec], given: Mapping[str, Any] | None) -> dict
             raise ParameterError(name, "not declared for this notebook")
     out: dict[str, Any] = {}
     for name, spec in by_name.items():
-        if name in given and given[name] is not None:
+        if name in given and given[name] is None:
+            if spec.required:
+                raise ParameterError(name, "is required: null is not a value for it")
+            out[name] = None
+            continue
+        if name in given:
             value = coerce(name, spec.type, given[name])
         elif spec.has_default and spec.default is not None:
             value = coerce(name, spec.type, spec.default)
         elif spec.required:
             raise ParameterError(name, "is required")
         else:
-            continue
+            continue  # the notebook's own default
         apply_rules(name, spec.type, value, spec.rules)
         out[name] = value
     if len(json.dumps(out)) > MAX_VALUE_BYTES:
         raise ParameterError(None, "parameters too large")
     return out
-
-
-# --------------------------------------------------------------------------- injection
-def injection_source(values: Mapping[str, Any], types: Mapping[str, str]) -> str:
-    """Python source that assigns each parameter.
-
-    Values travel as data: each one is serialised to JSON, and the JSON text is embedded as a
-    Python string literal produced by ``repr(str)`` (always a valid, inert literal), then
-    decoded with ``json.loads`` in the kernel.  Names are checked identifiers.
-    """
-    lines = ["# Parameters (injected by exec-api)", "import json as __exec_api_json"]
-    needs_dt = any(types.get(n) in ("date", "datetime") for n in values)
-    if needs_dt:
-        lines.append("import datetime as __exec_api_dt")
-    for name, value in values.items():
-        check_name(name)
-        literal = repr(json.dumps(value, ensure_ascii=True, allow_nan=False))
-        expr = f"__exec_api_json.loads({literal})"
-        t = types.get(name)
-        if t == "date":
-            expr = f"__exec_api_dt.date.fromisoformat({expr})"
-        elif t == "datetime":
-            expr = f"__exec_api_dt.datetime.fromisoformat({expr})"
-        lines.append(f"{name} = {expr}")
-    lines.append("del __exec_api_json" + (", __exec_api_dt" if needs_dt else ""))
-    return "\n".join(lines) + "\n"
-
-
-def inject(nb: NotebookNode, values: Mapping[str, Any], types: Mapping[str, str]) -> NotebookNode:
-    """Insert an ``injected-parameters`` cell after the ``parameters`` cell (papermill's
-    convention), or at the top when there is none.  Any old injected cell is replaced.
-    Nothing is injected when there are no values."""
-    if not values:
-        return nb
-    cells = [
-        c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])
-    ]
-    cell = nbformat.v4.new_code_cell(source=injection_source(values, types))
-    cell.metadata["tags"] = ["injected-parameters"]
-    idx = 0
-    for i, c in enumerate(cells):
-        if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", []):
-            idx = i + 1
-            break
-    cells.insert(idx, cell)
-    nb.cells = cells
-    return nb
 
 
 # --------------------------------------------------------------------------- discovery
@@ -345,7 +311,7 @@ def discover(nb: NotebookNode) -> list[Discovered]:
     try:
         tree = ast.parse(src)
     except SyntaxError:
-        return []
+        return _discover_lines(cell)
     lines = src.splitlines()
     out: dict[str, Discovered] = {}
     for node in tree.body:
@@ -385,4 +351,30 @@ def discover(nb: NotebookNode) -> list[Discovered]:
         if "#" in line:
             desc = line.split("#", 1)[1].strip() or None
         out[target.id] = Discovered(target.id, ptype, default, has_default, desc)
+    return list(out.values())
+
+
+def _discover_lines(cell: NotebookNode) -> list[Discovered]:
+    """A parameters cell that does not parse as a whole (a typo on one line): papermill's own
+    line-based inspection (``papermill --help-notebook``), then each default read as a
+    literal where it is one, as above."""
+    from papermill.translators import PythonTranslator
+
+    out: dict[str, Discovered] = {}
+    for p in PythonTranslator.inspect(cell):
+        if not is_valid_name(p.name):
+            continue
+        try:
+            default, has_default = ast.literal_eval(p.default), True
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            default, has_default = None, False
+        if isinstance(default, tuple):
+            default = list(default)
+        if has_default and not _is_json_data(default):
+            default, has_default = None, False
+        ann = (p.inferred_type_name or "").split("[")[0].strip().lower()
+        ptype = _ANN.get(ann) or (
+            _type_of(default) if has_default and default is not None else "str"
+        )
+        out[p.name] = Discovered(p.name, ptype, default, has_default, p.help or None)
     return list(out.values())

@@ -60,6 +60,7 @@ def submit(
     timeout_seconds: int,
     runner: str,
     max_queued: int | None = None,
+    report_mode: bool = False,
 ) -> NotebookExecution:
     """Queue a run; with ``max_queued``, refuse (:class:`QueueFull`) a user already at it."""
     if max_queued is not None:
@@ -82,6 +83,7 @@ def submit(
         started_at=now,
         timeout_seconds=timeout_seconds,
         runner=runner,
+        report_mode=report_mode,
         attempts=0,
         cancel_requested=False,
     )
@@ -129,6 +131,7 @@ class Claimed:
     parameters: dict[str, Any]
     timeout_seconds: int
     attempts: int
+    report_mode: bool = False
 
 
 _CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:c, 0)")
@@ -157,7 +160,7 @@ _CLAIM = text(
                     FOR UPDATE OF c SKIP LOCKED
                     LIMIT 1)
     RETURNING e.id, e.username, e.input_path, e.notebook_id, e.parameters_used,
-              e.timeout_seconds, e.attempts
+              e.timeout_seconds, e.attempts, e.report_mode
     """
 )
 
@@ -179,6 +182,7 @@ def claim(
         parameters=dict(row[4] or {}),
         timeout_seconds=int(row[5] or default_timeout),
         attempts=int(row[6]),
+        report_mode=bool(row[7]),
     )
 
 

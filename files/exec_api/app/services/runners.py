@@ -9,7 +9,8 @@
                  ``KillMode=control-group``.
 
 Child protocol: the child starts its kernel, then reads the job, one JSON line on stdin
-``{"notebook": abs path, "cwd": dir, "parameters": {...}, "types": {...}, "timeout": s}``;
+``{"notebook": abs path, "cwd": dir, "parameters": {...}, "types": {...}, "timeout": s,
+"max_output_bytes": n, "output_path": path, "report_mode": bool}``;
 the answer is one JSON line on stdout
 ``{"status": "succeeded"|"failed"|"timed_out", "error": {...}|null, "notebook": {...}|null}``.
 The runner keeps stdin open until the answer is in: end of file on stdin (the worker died,
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import secrets
 import signal
 import subprocess
@@ -36,9 +38,8 @@ from typing import Any, Protocol
 import nbformat
 
 from app.core.config import Settings
-from app.services.executor import KernelDied, OutputTooLarge, Stopped, execute_notebook
+from app.services.engine import DEFAULT_KERNEL, OutputTooLarge
 from app.services.kernels import KernelPool, KernelStartError, kernel_env
-from app.services.params import inject
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class Job:
     types: dict[str, str]
     timeout_seconds: int
     max_output_bytes: int | None = None
+    kernel_name: str = DEFAULT_KERNEL  # the notebook's kernelspec (papermill's rule)
+    output_path: str = ""  # where the worker will write the output (papermill's metadata)
+    report_mode: bool = False
 
 
 @dataclass
@@ -94,6 +98,9 @@ def error_text(err: dict[str, Any] | None) -> str | None:
     return f"{err.get('ename', 'Error')}{where}: {err.get('evalue', '')}"
 
 
+# A kernelspec name as jupyter_client allows it: the only form passed on to a child.
+KERNEL_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
 # Room in the child's answer beyond the output cap (status, error, JSON framing), and how
 # much of its stderr is kept (the end, for the error message).
 ANSWER_ROOM = 1024 * 1024
@@ -134,53 +141,57 @@ class LocalRunner:
         return self.pool.ready_count()
 
     def run(self, job: Job, control: Control) -> Outcome:
+        from app.services.engine import Run, run_notebook
+
         try:
             nb = nbformat.read(job.notebook_path, as_version=4)
         except (OSError, ValueError) as e:
             return Outcome("failed", error_message=f"cannot read notebook: {e}")
-        inject(nb, job.parameters, job.types)
-        deadline = time.monotonic() + job.timeout_seconds
+        ready = None
+        if job.kernel_name == DEFAULT_KERNEL:  # the pool's kernels are this Python's ipykernel
+            try:
+                ready = self.pool.acquire(timeout=job.timeout_seconds)
+            except KernelStartError as e:
+                return Outcome("failed", error_message=str(e))
+        r = Run(
+            ready=ready,
+            cwd=job.cwd,
+            deadline=time.monotonic() + job.timeout_seconds,
+            timeout_seconds=job.timeout_seconds,
+            max_output_bytes=job.max_output_bytes,
+        )
+        done = threading.Event()
+
+        def _watch() -> None:  # a cancel kills the kernel; nbclient sees it within a second
+            while not done.wait(0.05):
+                if control.stop.is_set():
+                    r.kill(control.reason)
+                    return
+
+        watcher = threading.Thread(target=_watch, name=f"run-{job.execution_id}", daemon=True)
+        watcher.start()
         try:
-            kernel = self.pool.acquire(timeout=job.timeout_seconds)
-        except KernelStartError as e:
-            return Outcome("failed", error_message=str(e))
-        try:
-            res = execute_notebook(
+            res = run_notebook(
                 nb,
-                kernel,
-                deadline=deadline,
-                stop=control.stop,
-                cwd=job.cwd,
-                max_output_bytes=job.max_output_bytes,
-            )
-        except OutputTooLarge as e:
-            kernel.kill()
-            return Outcome("failed", error_message=str(e))
-        except Stopped:
-            kernel.kill()
-            if control.stop.is_set():
-                return Outcome(
-                    control.reason, notebook=dict(nb), error_message=f"execution {control.reason}"
-                )
-            return Outcome(
-                "timed_out",
-                notebook=dict(nb),
-                error_message=f"timed out after {job.timeout_seconds} s",
-            )
-        except KernelDied:
-            if control.stop.is_set():
-                return Outcome(
-                    control.reason, notebook=dict(nb), error_message=f"execution {control.reason}"
-                )
-            return Outcome(
-                "failed", notebook=dict(nb), error_message="the kernel died during execution"
+                r,
+                parameters=job.parameters,
+                types=job.types,
+                input_path=job.notebook_path,
+                output_path=job.output_path,
+                report_mode=job.report_mode,
             )
         finally:
-            kernel.close()
+            done.set()
+            r.kill("ended")
+            if r.kc is not None:
+                with contextlib.suppress(Exception):
+                    r.kc.stop_channels()
+            if ready is not None:
+                ready.close()
         return Outcome(
             res.status,
-            notebook=dict(res.notebook),
-            error_message=error_text(res.error),
+            notebook=res.notebook,
+            error_message=res.message or error_text(res.error),
             error_detail=res.error,
         )
 
@@ -199,6 +210,7 @@ class Started:
     proc: subprocess.Popen[bytes]
     username: str
     unit: str | None = None
+    kernel: str = DEFAULT_KERNEL
     at: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
@@ -221,7 +233,8 @@ class SubprocessRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.python = settings.systemd_python or sys.executable
-        self._ready: OrderedDict[str, list[Started]] = OrderedDict()
+        # Ready children by (user, kernelspec): a user's next run of a notebook on that kernel.
+        self._ready: OrderedDict[tuple[str, str], list[Started]] = OrderedDict()
         self._lock = threading.Lock()
         self._closing = threading.Event()
 
@@ -249,9 +262,15 @@ class SubprocessRunner:
     def child_command(self) -> list[str]:
         return [self.python, "-m", "app.services.child"]
 
-    def _spawn(self, username: str, job: Job | None = None) -> Started:
-        """A child for ``job`` now, or (``job`` None) one started ahead for ``username``,
-        whose kernel changes to the notebook's directory when its job comes."""
+    def _spawn(
+        self, username: str, job: Job | None = None, kernel: str = DEFAULT_KERNEL
+    ) -> Started:
+        """A child for ``job`` now, or (``job`` None) one started ahead for ``username``
+        on ``kernel``, whose kernel changes to the notebook's directory when its job comes."""
+        kernel = job.kernel_name if job else kernel
+        env = kernel_env()
+        if KERNEL_NAME_RE.fullmatch(kernel):
+            env["EXEC_API_KERNEL"] = kernel
         proc = subprocess.Popen(
             self.child_command(),
             stdin=subprocess.PIPE,
@@ -259,14 +278,14 @@ class SubprocessRunner:
             stderr=subprocess.PIPE,
             start_new_session=True,
             cwd=job.cwd if job else None,
-            env=kernel_env(),
+            env=env,
         )
-        return Started(proc, username)
+        return Started(proc, username, kernel=kernel)
 
     # --------------------------------------------------------------- ready runs
-    def _take(self, username: str) -> Started | None:
+    def _take(self, username: str, kernel: str) -> Started | None:
         with self._lock:
-            rs = self._ready.get(username) or []
+            rs = self._ready.get((username, kernel)) or []
             while rs:
                 r = rs.pop(0)
                 if r.alive():
@@ -274,20 +293,21 @@ class SubprocessRunner:
                 self._ended_early(r)
         return None
 
-    def _refill(self, username: str) -> None:
-        """Start ready children for ``username`` up to ``ready_per_user``."""
+    def _refill(self, username: str, kernel: str = DEFAULT_KERNEL) -> None:
+        """Start ready children for ``username`` on ``kernel`` up to ``ready_per_user``
+        (a kernel name that is not a plain kernelspec name gets none)."""
         s = self.settings
-        if s.ready_per_user <= 0 or self._closing.is_set():
+        if s.ready_per_user <= 0 or self._closing.is_set() or not KERNEL_NAME_RE.fullmatch(kernel):
             return
         evicted: list[Started] = []
         with self._lock:
-            rs = self._ready.setdefault(username, [])
-            self._ready.move_to_end(username)
+            rs = self._ready.setdefault((username, kernel), [])
+            self._ready.move_to_end((username, kernel))
             while len(self._ready) > s.ready_max_users:
                 evicted += self._ready.popitem(last=False)[1]
             while len(rs) < s.ready_per_user:
                 try:
-                    rs.append(self._spawn(username))
+                    rs.append(self._spawn(username, kernel=kernel))
                 except (OSError, KeyError) as e:
                     log.warning("cannot start a ready run for %s: %s", username, e)
                     break
@@ -304,9 +324,9 @@ class SubprocessRunner:
         limit = time.monotonic() - self.settings.ready_idle_seconds
         ended: list[Started] = []
         with self._lock:
-            for user in list(self._ready):
+            for key in list(self._ready):
                 keep = []
-                for r in self._ready[user]:
+                for r in self._ready[key]:
                     if not r.alive():
                         self._ended_early(r)
                     elif r.at < limit:
@@ -314,9 +334,9 @@ class SubprocessRunner:
                     else:
                         keep.append(r)
                 if keep:
-                    self._ready[user] = keep
+                    self._ready[key] = keep
                 else:
-                    del self._ready[user]
+                    del self._ready[key]
         for r in ended:
             self._end(r)
 
@@ -374,9 +394,11 @@ class SubprocessRunner:
                 "types": job.types,
                 "timeout": job.timeout_seconds,
                 "max_output_bytes": job.max_output_bytes,
+                "output_path": job.output_path,
+                "report_mode": job.report_mode,
             }
         ).encode()
-        started = self._take(job.username)
+        started = self._take(job.username, job.kernel_name)
         if started is None:
             try:
                 started = self._spawn(job.username, job)
@@ -411,7 +433,7 @@ class SubprocessRunner:
 
         t = threading.Thread(target=_talk, daemon=True)
         t.start()
-        self._refill(job.username)  # the user's next run gets a kernel started ahead
+        self._refill(job.username, job.kernel_name)  # the next run's kernel, started ahead
         deadline = time.monotonic() + job.timeout_seconds + 30
         stopped_reason: str | None = None
         while t.is_alive():
@@ -509,7 +531,9 @@ class SystemdRunner(SubprocessRunner):
 
     name = "systemd"
 
-    def command(self, username: str, job: Job | None, unit: str) -> list[str]:
+    def command(
+        self, username: str, job: Job | None, unit: str, kernel: str = DEFAULT_KERNEL
+    ) -> list[str]:
         """systemd-run for ``job``'s unit, or for a ready unit of ``username`` (``job`` None):
         that one starts in the user's home and may wait ``ready_idle_seconds``, then run up
         to ``max_timeout_seconds``."""
@@ -549,6 +573,9 @@ class SystemdRunner(SubprocessRunner):
             f"--setenv=LOGNAME={username}",
             "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1",
         ]
+        kernel = job.kernel_name if job else kernel
+        if KERNEL_NAME_RE.fullmatch(kernel):
+            argv.append(f"--setenv=EXEC_API_KERNEL={kernel}")
         for p in props:
             argv += ["-p", p]
         argv += ["--", *self.child_command()]
@@ -561,19 +588,21 @@ class SystemdRunner(SubprocessRunner):
             return Outcome("failed", error_message=f"no Unix user {job.username!r} on this host")
         return super().run(job, control)
 
-    def _spawn(self, username: str, job: Job | None = None) -> Started:
+    def _spawn(
+        self, username: str, job: Job | None = None, kernel: str = DEFAULT_KERNEL
+    ) -> Started:
         if job is None:
             unit = f"exec-api-ready-{secrets.token_hex(6)}.service"
         else:
             unit = f"exec-api-run-{job.execution_id}-{secrets.token_hex(3)}.service"
         proc = subprocess.Popen(
-            self.command(username, job, unit),
+            self.command(username, job, unit, kernel),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        return Started(proc, username, unit)
+        return Started(proc, username, unit, kernel=job.kernel_name if job else kernel)
 
     def stop_command(self, unit: str) -> list[str]:
         return [self.settings.systemctl_path, "stop", "--no-block", unit]

@@ -216,8 +216,14 @@ def test_failing_cell_recorded_with_error_and_output(app_client, user):
     assert ex["error_detail"]["cell_index"] == 1
     assert ex["error_detail"]["ename"] == "ZeroDivisionError"
     out = app_client.get(f"/db/executions/{ex['id']}/output", headers=user.headers).json()
-    assert _text(out["cells"][1]["outputs"][0]) == "before\n"
-    assert out["cells"][2]["outputs"] == []
+    # papermill's banner at the top and its anchor before the failing cell
+    assert out["cells"][0]["metadata"]["tags"] == ["papermill-error-cell-tag"]
+    assert ex["error_detail"]["output_cell_index"] == 3
+    failing = out["cells"][3]
+    assert _text(failing["outputs"][0]) == "before\n"
+    assert failing["metadata"]["papermill"]["status"] == "failed"
+    assert out["cells"][4]["outputs"] == [] and out["cells"][4]["execution_count"] is None
+    assert out["metadata"]["papermill"]["exception"] is True
 
 
 def test_timeout(app_client, user):

@@ -15,7 +15,7 @@ import pytest
 from conftest import wait_status
 
 from app.core.config import Settings
-from app.services.executor import OutputTooLarge
+from app.services.engine import OutputTooLarge
 from app.services.runners import (
     ANSWER_ROOM,
     Control,

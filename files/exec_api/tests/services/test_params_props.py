@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.services import params as P
+from app.services.engine import TypedPythonTranslator, typed_values
 
 json_values = st.recursive(
     st.none()
@@ -47,35 +48,34 @@ def test_undeclared_names_are_refused(name, value):
     assert ei.value.param == name
 
 
+def _injected(values, types=None):
+    """The injected cell's source, as papermill writes it with the run's translator."""
+    return TypedPythonTranslator.codify(typed_values(values, types or {}))
+
+
 @given(st.dictionaries(identifiers, json_values, max_size=6))
 @settings(max_examples=200)
 def test_injection_round_trips_values_as_data(values):
-    src = P.injection_source(values, {})
+    src = _injected(values)
     tree = ast.parse(src)
+    assert len(tree.body) == len(values)
     for node in tree.body:
-        assert isinstance(node, ast.Import | ast.Assign | ast.Delete)
-        if isinstance(node, ast.Assign):
-            call = node.value
-            assert isinstance(call, ast.Call)
-            assert isinstance(call.func, ast.Attribute) and call.func.attr == "loads"
-            assert len(call.args) == 1 and isinstance(call.args[0], ast.Constant)
-            assert isinstance(call.args[0].value, str)
+        # each line: one name = one literal (ast.literal_eval accepts nothing that runs code)
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1
+        name = node.targets[0].id
+        assert json.dumps(ast.literal_eval(node.value)) == json.dumps(values[name])
     ns: dict = {}
     exec(compile(tree, "<injected>", "exec"), ns)  # noqa: S102 - that is the point
     got = {k: v for k, v in ns.items() if k in values}
     assert json.dumps(got, sort_keys=True) == json.dumps(values, sort_keys=True)
-    assert not any(k.startswith("__exec_api") for k in ns)
 
 
 @given(st.text())
 def test_strings_never_become_code(s):
-    src = P.injection_source({"s": s}, {"s": "str"})
-    ns: dict = {}
-    exec(src, ns)  # noqa: S102
-    assert ns["s"] == s
-    # one assignment of one string constant, whatever the text holds
-    assigns = [n for n in ast.parse(src).body if isinstance(n, ast.Assign)]
-    assert len(assigns) == 1
+    src = _injected({"s": s})
+    (node,) = ast.parse(src).body  # one assignment of one string constant
+    assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+    assert node.value.value == s
 
 
 @given(st.dates(), st.datetimes())
@@ -84,10 +84,29 @@ def test_dates_injected_as_date_objects(d, t):
         "d": P.coerce("d", "date", d.isoformat()),
         "t": P.coerce("t", "datetime", t.isoformat()),
     }
+    src = _injected(values, {"d": "date", "t": "datetime"})
     ns: dict = {}
-    exec(P.injection_source(values, {"d": "date", "t": "datetime"}), ns)  # noqa: S102
+    exec(src, ns)  # noqa: S102
     assert ns["d"] == d and isinstance(ns["d"], dt.date)
     assert ns["t"] == t and isinstance(ns["t"], dt.datetime)
+    assert set(ns) == {"__builtins__", "d", "t"}  # nothing else lands in the namespace
+
+
+def test_null_is_a_value_unless_required():
+    specs = [P.ParamSpec(name="s", type="str"), P.ParamSpec(name="i", type="int", required=True)]
+    assert P.resolve(specs, {"s": None, "i": 1}) == {"s": None, "i": 1}
+    with pytest.raises(P.ParameterError) as ei:
+        P.resolve(specs, {"i": None})
+    assert ei.value.param == "i" and "null" in ei.value.message
+
+
+def test_only_given_values_and_user_defaults_are_injected():
+    specs = [
+        P.ParamSpec(name="a", type="int", default=1, has_default=False),  # the notebook's own
+        P.ParamSpec(name="b", type="int", default=7, has_default=True),  # set through the API
+        P.ParamSpec(name="c", type="int"),
+    ]
+    assert P.resolve(specs, {"c": 3}) == {"b": 7, "c": 3}
 
 
 @given(st.integers(-1000, 1000), st.integers(-1000, 1000), st.integers(-2000, 2000))
@@ -169,3 +188,22 @@ def test_discover_reads_without_running():
     }
     nb.cells[1].source = "this is not python ("
     assert P.discover(nb) == []
+
+
+def test_discover_degrades_like_papermill_inspect():
+    """A typo on one line of the cell: papermill's inspect_notebook still finds the others,
+    and so does discovery."""
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.v4.new_notebook()
+    c = nbformat.v4.new_code_cell(
+        "a = 1\nb: float = 2.5  # the b\nc = 'x'\nd = [1,\n  2]\ne = (  # a typo: never closed\n"
+    )
+    c.metadata["tags"] = ["parameters"]
+    nb.cells = [c]
+    names = [p.name for p in PythonTranslator.inspect(c)]
+    got = {d.name: (d.type, d.default, d.has_default, d.description) for d in P.discover(nb)}
+    assert list(got) == names[: len(got)] and {"a", "b", "c", "d"} <= set(got)
+    assert got["a"] == ("int", 1, True, None)
+    assert got["b"] == ("float", 2.5, True, "the b")
+    assert got["d"] == ("list", [1, 2], True, None)

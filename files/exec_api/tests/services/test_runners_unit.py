@@ -206,7 +206,7 @@ def test_a_users_next_run_takes_the_child_started_ahead(sub, tmp_path):
     assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"
     cold = time.monotonic() - t0
     assert sub.ready_kernels() == 1
-    ahead = sub._ready["alice"][0]
+    ahead = sub._ready["alice", "python3"][0]
     time.sleep(6)  # its kernel comes up meanwhile
     t0 = time.monotonic()
     out = sub.run(_job(p, user="alice"), Control())
@@ -217,7 +217,7 @@ def test_a_users_next_run_takes_the_child_started_ahead(sub, tmp_path):
     assert took < min(1.0, cold / 2), (took, cold)
     assert ahead.proc.wait(10) == 0
     assert sub.ready_kernels() == 1  # and another one is on its way for alice's next run
-    assert sub._ready["alice"][0] is not ahead
+    assert sub._ready["alice", "python3"][0] is not ahead
 
 
 def test_a_child_whose_runner_is_gone_kills_its_kernel(cfg, tmp_path):
@@ -239,10 +239,10 @@ def test_a_child_whose_runner_is_gone_kills_its_kernel(cfg, tmp_path):
 def test_ready_children_nobody_takes_are_ended(cfg, tmp_path):
     r = SubprocessRunner(cfg.model_copy(update={"ready_idle_seconds": 1}))
     assert r.run(_job(_nb(tmp_path, "1"), user="alice"), Control()).status == "succeeded"
-    ahead = r._ready["alice"][0]
+    ahead = r._ready["alice", "python3"][0]
     time.sleep(1.2)
     r.expire()
-    assert r.ready_kernels() == 0 and "alice" not in r._ready
+    assert r.ready_kernels() == 0 and ("alice", "python3") not in r._ready
     assert ahead.proc.wait(30) == 0
     r.close()
 
@@ -252,12 +252,12 @@ def test_a_ready_child_serves_only_its_own_user(cfg, tmp_path):
     r = SubprocessRunner(cfg.model_copy(update={"ready_max_users": 1}))
     p = _nb(tmp_path, "import os\nprint(os.getppid())")
     assert r.run(_job(p, user="alice"), Control()).status == "succeeded"
-    alices = r._ready["alice"][0]
+    alices = r._ready["alice", "python3"][0]
     time.sleep(3)
     out = r.run(_job(p, user="bob"), Control())
     assert out.status == "succeeded"
     assert int(out.notebook["cells"][-1]["outputs"][0]["text"]) != alices.proc.pid
-    assert list(r._ready) == ["bob"]
+    assert list(r._ready) == [("bob", "python3")]
     assert alices.proc.wait(30) == 0
     r.close()
 

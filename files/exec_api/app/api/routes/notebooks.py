@@ -13,6 +13,7 @@ from app.api.deps import (
     IdPath,
     User,
     commit_or_conflict,
+    discovered_parameter,
     get_notebook,
     notebook_out,
     param_error,
@@ -75,14 +76,7 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
         raise _refused(e) from e
     declared: dict[str, NotebookParameter] = {}
     for d in found:
-        declared[d.name] = NotebookParameter(
-            param_name=d.name,
-            param_type=d.type,
-            default_value=d.default if d.has_default else None,
-            description=d.description,
-            required=0,
-            validation_rules=None,
-        )
+        declared[d.name] = discovered_parameter(d)
     for item in body.parameters or []:
         declared[item.param_name] = build_parameter(item)
     nb = Notebook(
@@ -92,6 +86,7 @@ def create_notebook(body: NotebookCreate, db: DB, cfg: Cfg, user: User) -> Noteb
         username=owner,
         tags=body.tags,
         metadata_=body.metadata,
+        detect_parameters=body.detect_parameters,
     )
     nb.parameters = list(declared.values())
     db.add(nb)

@@ -106,10 +106,13 @@ def update_parameter(
 ) -> NotebookParameter:
     p = _get_param(db, user, param_id)
     f = body.model_fields_set
+    # A default given here is the user's (injected); null gives the notebook's own back.
+    from_notebook = body.default_value is None if "default_value" in f else p.default_from_notebook
+    kept_default = None if from_notebook else p.default_value  # the file's is not checked
     merged = ParameterBulkItem(
         param_name=body.param_name if "param_name" in f and body.param_name else p.param_name,
         param_type=body.param_type if "param_type" in f and body.param_type else p.param_type,  # type: ignore[arg-type]
-        default_value=body.default_value if "default_value" in f else p.default_value,
+        default_value=body.default_value if "default_value" in f else kept_default,
         description=body.description if "description" in f else p.description,
         required=body.required
         if "required" in f and body.required is not None
@@ -128,7 +131,9 @@ def update_parameter(
         "required",
         "validation_rules",
     ):
-        setattr(p, attr, getattr(new, attr))
+        if attr != "default_value" or not from_notebook or "default_value" in f:
+            setattr(p, attr, getattr(new, attr))
+    p.default_from_notebook = from_notebook
     commit_or_conflict(db, p)
     return p
 
