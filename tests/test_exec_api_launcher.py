@@ -88,6 +88,8 @@ def test_the_role_pins_the_sandbox_the_runner_asks_for():
 def test_the_apis_own_request_is_accepted():
     a = argv()
     assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
+    a = argv(extra=["--setenv=EXEC_API_KERNEL=python3"])  # a ready run of a python3 notebook
+    assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
 
 
 @pytest.mark.parametrize(
@@ -100,6 +102,8 @@ def test_the_apis_own_request_is_accepted():
         (argv(extra=["-p", "User=root"]), "not allowed"),
         (argv(extra=["--property=User=root"]), "not allowed"),
         (argv(extra=["--setenv=LD_PRELOAD=/tmp/x.so"]), "not allowed"),
+        (argv(extra=["--setenv=EXEC_API_KERNEL=../../x"]), "kernelspec name"),
+        (argv(extra=["--setenv=EXEC_API_KERNEL=a\nb"]), "kernelspec name"),
         (argv(gid=0), "primary group"),
         (argv(home="/root"), "HOME, USER and LOGNAME"),
         (argv(props=["MemoryMax=2G"]), "required unit properties missing"),

@@ -18,7 +18,8 @@ client's descriptors, and sends back the exit status. What it accepts:
 - run: the unit names and slice the API uses (a run's own unit, or a ready run: a unit of the
   same user with the same limits, started ahead, whose child waits for its job); a target uid
   that is a member of the platform's users group and at least `min_uid` (never root or a system
-  account), with its own primary gid, HOME, USER and LOGNAME; only allowed unit properties, each
+  account), with its own primary gid, HOME, USER and LOGNAME (and the kernelspec name its child
+  starts, EXEC_API_KERNEL); only allowed unit properties, each
   at most once, every required limit and sandbox setting present (the sandbox's with exactly the
   configured values), a working directory inside the user's home, and, bound into the unit's
   otherwise empty /home, only that home; and exactly the configured child command.
@@ -46,6 +47,8 @@ SOCKET = os.environ.get("EXEC_API_LAUNCHER_SOCKET", "/run/exec-api-launcher.sock
 UNIT_RE = re.compile(r"^exec-api-(?:run-[0-9]+-[0-9a-f]{6}|ready-[0-9a-f]{12})\.service$")
 # Stop also takes every unit of one execution (orphans after a crash): exec-api-run-<id>-*.service
 STOP_RE = re.compile(r"^exec-api-(?:run-[0-9]+-(?:[0-9a-f]{6}|\*)|ready-[0-9a-f]{12})\.service$")
+# The kernelspec a run's child starts its kernel from (the runner's KERNEL_NAME_RE).
+KERNEL_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REFUSED = 126
 FLAGS = {"--quiet", "--collect", "--wait", "--pipe", "--service-type=exec"}
 
@@ -81,8 +84,10 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
             i += 1
         elif o.startswith("--setenv="):
             key, _, value = o[len("--setenv=") :].partition("=")
-            if key not in {"HOME", "USER", "LOGNAME", "PYDEVD_DISABLE_FILE_VALIDATION"}:
+            if key not in {"HOME", "USER", "LOGNAME", "PYDEVD_DISABLE_FILE_VALIDATION", "EXEC_API_KERNEL"}:
                 raise Refused(f"environment variable {key!r} is not allowed")
+            if key == "EXEC_API_KERNEL" and not KERNEL_RE.fullmatch(value):
+                raise Refused("EXEC_API_KERNEL must be a kernelspec name ([A-Za-z0-9._-], at most 64)")
             env[key] = value
         elif o.split("=", 1)[0] in {"--unit", "--slice", "--uid", "--gid"} and "=" in o:
             key, value = o.split("=", 1)
