@@ -8,6 +8,7 @@ import pwd
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -218,6 +219,39 @@ def test_a_users_next_run_takes_the_child_started_ahead(sub, tmp_path):
     assert ahead.proc.wait(10) == 0
     assert sub.ready_kernels() == 1  # and another one is on its way for alice's next run
     assert sub._ready["alice", "python3"][0] is not ahead
+
+
+def test_ready_children_are_kept_per_kernelspec(sub, tmp_path, monkeypatch):
+    """A notebook on another kernelspec gets its kernel from that spec, and its user's next
+    run of it a child started ahead with that kernel (not the python3 one)."""
+    spec = tmp_path / "share" / "jupyter" / "kernels" / "other"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Other",
+                "language": "python",
+                "env": {"WHICH_KERNELSPEC": "other"},
+            }
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    p = _nb(tmp_path, "import os\nprint(os.getppid(), os.environ.get('WHICH_KERNELSPEC'))")
+    nb = nbformat.read(str(p), as_version=4)
+    nb.metadata["kernelspec"] = {"name": "other", "display_name": "Other", "language": "python"}
+    nbformat.write(nb, str(p))
+    job = _job(p, user="alice")
+    job.kernel_name = "other"
+    out = sub.run(job, Control())
+    assert out.status == "succeeded", out
+    assert out.notebook["cells"][-1]["outputs"][0]["text"].split()[1] == "other"
+    assert list(sub._ready) == [("alice", "other")]
+    ahead = sub._ready["alice", "other"][0]
+    time.sleep(5)  # its kernel comes up meanwhile
+    out = sub.run(job, Control())
+    pid, which = out.notebook["cells"][-1]["outputs"][0]["text"].split()
+    assert (int(pid), which) == (ahead.proc.pid, "other"), out.notebook["cells"][-1]
 
 
 def test_a_child_whose_runner_is_gone_kills_its_kernel(cfg, tmp_path):
