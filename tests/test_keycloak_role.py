@@ -6,7 +6,9 @@
   `systemd-analyze security --offline`;
 - the realm, clients, groups and users the role hands to the keycloak_* modules are built from the
   wiring as promised (exact redirect URIs, PKCE S256, secrets, audience mapper, groups scope);
-- without a verifiable release the role stops with a message naming the variable.
+- without a verifiable release the role stops with a message naming the variable;
+- what the role sends is what Keycloak keeps (Keycloak 26's own rules, restated below): clients
+  name every scope they need, mappers carry every key Keycloak would add, so a second run is a no-op.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ OPTIONS = {
     for line in (ROOT / "tests/data/keycloak_options.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 }
+# Keycloak 26's default client scopes of a realm (RealmManager / OIDCLoginProtocolFactory). A client
+# representation that names defaultClientScopes or optionalClientScopes gets exactly those
+# (RepresentationToModel removes the realm defaults first); TokenManager.isValidScope then refuses
+# any requested scope the client lacks (invalid_scope). The hub and Superset ask for
+# `openid profile email groups`.
+KEYCLOAK_DEFAULT_SCOPES = {"basic", "acr", "web-origins", "profile", "email", "roles"}
+REQUESTED_SCOPES = {"profile", "email", "groups"}
 USERS = [
     {"username": "ada", "email": "ada@example.org", "first_name": "Ada", "last_name": "L",
      "groups": ["platform-admins", "platform-users"]},
@@ -165,6 +174,31 @@ def test_realm_data_from_the_wiring(rendered):
     assert data["groups"] == ["platform-admins", "platform-users"]
     assert data["realm"] == "platform"
     assert set(data["build"]) == {"db", "health-enabled", "metrics-enabled", "features"}
+
+
+def realm_task(name: str) -> dict:
+    """The task of tasks/realm.yml (inside its block) whose name starts with `name`."""
+    (block,) = yaml.safe_load((ROLE / "tasks/realm.yml").read_text())
+    (task,) = [t for t in block["block"] if t["name"].startswith(name)]
+    return task
+
+
+def test_every_client_names_all_its_scopes(rendered):
+    _, data = rendered
+    args = realm_task("OIDC clients")["community.general.keycloak_client"]
+    # Both lists reach the module: naming only one of them would drop the realm defaults.
+    assert args["default_client_scopes"] == "{{ item.default_client_scopes }}"
+    assert args["optional_client_scopes"] == "{{ item.optional_client_scopes }}"
+    # patch adds what an existing client lacks (clients created before this fix get their scopes).
+    assert args["client_scopes_behavior"] == "patch"
+    for c in data["clients"]:
+        default, optional = set(c["default_client_scopes"]), set(c["optional_client_scopes"])
+        assert default == KEYCLOAK_DEFAULT_SCOPES, f"{c['client_id']}: default scopes {default}"
+        assert optional == {"groups", "offline_access"}, f"{c['client_id']}: optional scopes {optional}"
+        # The module refuses a scope that is both (check_optional_scopes_not_default).
+        assert not default & optional
+        assert REQUESTED_SCOPES <= default | optional, c["client_id"]
+    assert data["scope"]["name"] in data["clients"][0]["optional_client_scopes"]
 
 
 def test_users_from_the_wiring(rendered, local_inventory):
