@@ -296,3 +296,41 @@ def test_users_without_the_required_profile_are_refused(local_inventory):
     secrets = local_inventory.parent / ".secrets"
     for name in ("idp_user_ada_password", "idp_user_bob_b_password"):
         assert (secrets / name).read_text().strip() not in bad.stdout
+
+
+def api_tasks(tasks: list, inherited: bool = False):
+    """(task, run_once) for every task that calls Keycloak's API, with its blocks' run_once inherited."""
+    for task in tasks:
+        once = bool(task.get("run_once", inherited))
+        if "block" in task:
+            yield from api_tasks(task["block"], once)
+        elif any(k.startswith("community.general.keycloak") for k in task) or "ansible.builtin.uri" in task:
+            yield task, once
+
+
+def test_admin_and_realm_calls_run_once():
+    """Two hosts calling the Admin REST API at once race (HTTP 409 for the loser)."""
+    found = [(t["name"], once) for f in ("admin.yml", "realm.yml")
+             for t, once in api_tasks(yaml.safe_load((ROLE / "tasks" / f).read_text()))]  # fmt: skip
+    assert len(found) >= 8, found  # login probe, 2 admin, bootstrap removal, realm, scope, groups, clients, users
+    assert [name for name, once in found if not once] == []
+    # wait.yml probes each host's own health endpoint: not an admin call, it runs everywhere.
+    assert all(t.get("run_once") is None for t in yaml.safe_load((ROLE / "tasks/wait.yml").read_text()))
+
+
+def test_clustering_is_refused_until_verified(local_inventory):
+    play = assert_play(local_inventory)
+    ok = run([PLAYBOOK, "-i", str(local_inventory), str(play)], env=ROLES_ENV)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    inv = yaml.safe_load(local_inventory.read_text())
+    inv["all"]["hosts"]["local2"] = dict(inv["all"]["hosts"]["local1"])
+    inv["all"]["children"]["keycloak"]["hosts"]["local2"] = None
+    two = local_inventory.parent / "two_keycloak.yml"
+    two.write_text(yaml.safe_dump(inv))
+    bad = run([PLAYBOOK, "-i", str(two), str(play)], env=ROLES_ENV)
+    assert bad.returncode != 0
+    assert "The keycloak group has 2 hosts (local1, local2)" in bad.stdout, bad.stdout[-3000:]
+    assert "clustered Keycloak is not supported until it can be verified" in bad.stdout
+    # No half-built cluster is left to switch on: caches are local, and no input says otherwise.
+    assert "keycloak_cache" not in (ROLE / "defaults/main.yml").read_text()
+    assert "cache: local" in (ROLE / "vars/main.yml").read_text()
