@@ -372,3 +372,11 @@ def test_secrets_read_back_unchanged_from_the_environment_files(local_inventory,
     # The reader can fail: the unquoted form the role wrote before is refused.
     with pytest.raises(AssertionError):
         systemd_env_file("KC_DB_PASSWORD=a b\n")
+
+
+def test_brute_force_protection_on_every_realm_the_role_manages():
+    (block,) = yaml.safe_load((ROLE / "tasks/realm.yml").read_text())
+    realms = [t["community.general.keycloak_realm"] for t in block["block"] if "community.general.keycloak_realm" in t]
+    assert {r["realm"] for r in realms} == {"master", "{{ keycloak_realm }}"}
+    assert all(r["brute_force_protected"] == "{{ keycloak_brute_force_protected }}" for r in realms)
+    assert yaml.safe_load((ROLE / "defaults/main.yml").read_text())["keycloak_brute_force_protected"] is True
