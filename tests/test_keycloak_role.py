@@ -52,7 +52,8 @@ def render_role(inventory: Path, out: Path, *extra: str):
     # Precedence as in a run: role defaults < wiring (playbook group_vars) < role vars.
     data = ("{{ {'clients': __keycloak_client_data, 'scope': __keycloak_groups_scope, 'groups': keycloak_groups,"
             " 'users': __keycloak_user_data, 'build': __keycloak_build_options, 'oidc': platform_oidc_client,"
-            " 'realm': keycloak_realm, 'home': __keycloak_home} | to_json }}")  # fmt: skip
+            " 'realm': keycloak_realm, 'home': __keycloak_home, 'java': keycloak_java_package,"
+            " 'heap': keycloak_heap_max_mb | int} | to_json }}")  # fmt: skip
     tasks = [
         {"ansible.builtin.template": {"src": f"{ROLE}/templates/{name}.j2", "dest": f"{out}/{name}", "mode": "0600"}}
         for name in ["keycloak.conf", "keycloak.service", "keycloak.env", "bootstrap.env"]
@@ -66,12 +67,18 @@ def render_role(inventory: Path, out: Path, *extra: str):
     return json.loads((out / "data.json").read_text())
 
 
+def facts(release: str, memtotal_mb: int) -> str:
+    """Extra vars standing for the host's facts (the render play gathers none)."""
+    return json.dumps({"ansible_facts": {"distribution": "Debian", "distribution_major_version": release,
+                                         "memtotal_mb": memtotal_mb}})  # fmt: skip
+
+
 @pytest.fixture
 def rendered(local_inventory, tmp_path):
     users = json.dumps({"platform_users": USERS})
     base = tmp_path / "opt"
     data = render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", users,
-                       "-e", f"keycloak_base_dir={base}")  # fmt: skip
+                       "-e", f"keycloak_base_dir={base}", "-e", facts("12", 4096))  # fmt: skip
     return tmp_path / "out", data
 
 
@@ -253,10 +260,10 @@ def test_users_from_the_wiring(rendered, local_inventory):
 
 
 def assert_play(local_inventory: Path) -> Path:
-    """A play running the role's tasks/assert.yml with the wiring, on the one local host."""
+    """A play running the role's tasks/assert.yml with the wiring, on the one local host (facts gathered)."""
     play = local_inventory.parent / "assert_keycloak.yml"
     play.write_text(
-        "- hosts: local1\n  gather_facts: false\n"
+        "- hosts: local1\n  gather_facts: true\n"
         f"  vars_files: ['{ROOT}/group_vars/all/wiring.yml']\n"
         "  tasks:\n"
         "    - ansible.builtin.include_role: {name: keycloak, tasks_from: assert}\n"
@@ -363,7 +370,8 @@ def test_secrets_read_back_unchanged_from_the_environment_files(local_inventory,
     nasty = {"keycloak_db_password": 'a b"c\\d$HOME`id`#e \\$x\\n\\\\',
              "keycloak_bootstrap_admin_password": "  lead and trail  'single' ; # not a comment\nline two",
              "keycloak_bootstrap_admin_username": "boot$strap"}  # fmt: skip
-    render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", json.dumps(nasty))
+    render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", json.dumps(nasty),
+                "-e", facts("12", 4096))  # fmt: skip
     env = systemd_env_file((tmp_path / "out/keycloak.env").read_text())
     assert env == {"KC_DB_PASSWORD": nasty["keycloak_db_password"]}
     boot = systemd_env_file((tmp_path / "out/bootstrap.env").read_text())
@@ -380,3 +388,44 @@ def test_brute_force_protection_on_every_realm_the_role_manages():
     assert {r["realm"] for r in realms} == {"master", "{{ keycloak_realm }}"}
     assert all(r["brute_force_protected"] == "{{ keycloak_brute_force_protected }}" for r in realms)
     assert yaml.safe_load((ROLE / "defaults/main.yml").read_text())["keycloak_brute_force_protected"] is True
+
+
+def unit_heap(out: Path) -> list[str]:
+    return [ln for ln in (out / "keycloak.service").read_text().splitlines() if "JAVA_OPTS" in ln]
+
+
+@pytest.mark.parametrize(("memtotal_mb", "xmx"), [(1024, 512), (4096, 1024), (65536, 2048)])
+def test_heap_is_sized_to_the_host(local_inventory, tmp_path, memtotal_mb, xmx):
+    data = render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org",
+                       "-e", facts("12", memtotal_mb))  # fmt: skip
+    assert data["heap"] == xmx
+    # JAVA_OPTS_KC_HEAP replaces only kc.sh's heap options (-Xms64m -Xmx512m); JAVA_OPTS would drop
+    # its other defaults (GC, metaspace, encoding) too.
+    assert unit_heap(tmp_path / "out") == [f'Environment="JAVA_OPTS_KC_HEAP=-Xms64m -Xmx{xmx}m"']
+
+
+def test_heap_from_the_variable(local_inventory, tmp_path):
+    render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", facts("12", 4096),
+                "-e", "keycloak_heap_max_mb=3000")  # fmt: skip
+    assert unit_heap(tmp_path / "out") == ['Environment="JAVA_OPTS_KC_HEAP=-Xms64m -Xmx3000m"']
+
+
+@pytest.mark.parametrize(("release", "package"), [("12", "openjdk-17-jre-headless"), ("13", "openjdk-21-jre-headless")])
+def test_java_runtime_of_the_release(local_inventory, tmp_path, release, package):
+    """Debian 13 has no openjdk-17; Keycloak 26 runs on 17 and 21."""
+    data = render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org",
+                       "-e", facts(release, 4096))  # fmt: skip
+    assert data["java"] == package
+
+
+def test_unknown_release_or_small_heap_is_refused(local_inventory):
+    play = assert_play(local_inventory)
+    base = [PLAYBOOK, "-i", str(local_inventory), str(play)]
+    ok = run([*base, "-e", facts("13", 4096)], env=ROLES_ENV)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    bad = run([*base, "-e", facts("11", 4096)], env=ROLES_ENV)
+    assert bad.returncode != 0
+    assert "No Java runtime is known for Debian 11" in bad.stdout and "Set keycloak_java_package" in bad.stdout
+    small = run([*base, "-e", facts("12", 4096), "-e", "keycloak_heap_max_mb=256"], env=ROLES_ENV)
+    assert small.returncode != 0
+    assert "keycloak_heap_max_mb is 256" in small.stdout, small.stdout[-3000:]
