@@ -10,6 +10,10 @@ from conftest import BIN, ROOT, run
 ROLE = ROOT / "roles/nginx"
 API = {"name": "api", "server_name": "api.platform.test", "upstreams": ["127.0.0.1:8000"]}
 HUB = {"name": "hub", "server_name": "hub.platform.test", "upstreams": ["127.0.0.1:8001"], "websocket": True}
+AUTH = {"name": "auth", "server_name": "auth.platform.test", "upstreams": ["127.0.0.1:8080"],
+        "published_paths": ["/realms/", "/resources/", "/.well-known/", "/robots.txt"],
+        "admin_paths": ["/admin/", "/realms/master/"], "admin_allow": ["10.9.0.0/16"],
+        "proxy_buffer_size": "128k"}  # fmt: skip
 CA = {"nginx_tls_ca_dir": "/tmp/ca", "nginx_tls_ca_export": "/tmp/ca.crt"}
 
 
@@ -29,7 +33,7 @@ def apply_asserts(tmp_path, **role_vars):
 
 
 def test_valid_input_passes(tmp_path):
-    out = apply_asserts(tmp_path, nginx_sites=[API, HUB], **CA)
+    out = apply_asserts(tmp_path, nginx_sites=[API, HUB, AUTH], **CA)
     assert out.returncode == 0, out.stdout[-2000:]
 
 
@@ -43,6 +47,9 @@ def test_valid_input_passes(tmp_path):
         ({"nginx_sites": [{**API, "upstreams": ["127.0.0.1"]}], **CA}, "is invalid"),
         ({"nginx_sites": [{**API, "client_max_body_size": "lots"}], **CA}, "is invalid"),
         ({"nginx_sites": [API, {**HUB, "server_name": API["server_name"]}], **CA}, "its own `server_name`"),
+        ({"nginx_sites": [{**AUTH, "published_paths": ["realms/"]}], **CA}, "published_paths=['realms/']"),
+        ({"nginx_sites": [{**AUTH, "admin_allow": ["all; allow 0.0.0.0/0"]}], **CA}, "admin_allow"),
+        ({"nginx_sites": [{**API, "admin_paths": ["/admin/"]}], **CA}, "admin_paths only with published_paths"),
         ({"nginx_sites": [API]}, "nginx_tls_ca_dir"),
         ({"nginx_sites": [API], "nginx_tls_ca_dir": "relative/ca", "nginx_tls_ca_export": "/tmp/x"}, "absolute"),
         ({"nginx_sites": [API], "nginx_tls_mode": "provided"}, "nginx_tls_certificate_key"),
@@ -68,7 +75,7 @@ def test_provided_key_is_not_shown(tmp_path):
 def rendered(tmp_path_factory) -> dict[str, str]:
     """The role's templates rendered on the controller with two sites, as the role would."""
     out_dir = tmp_path_factory.mktemp("rendered")
-    sites = [API, {**HUB, "client_max_body_size": "1g", "frame_options": ""}]
+    sites = [API, {**HUB, "client_max_body_size": "1g", "frame_options": ""}, AUTH]
     tasks = [
         {"ansible.builtin.include_vars": {"file": str(ROLE / "defaults/main.yml")}},
         {"ansible.builtin.include_vars": {"file": str(ROLE / "vars/main.yml")}},
@@ -128,6 +135,44 @@ def test_sites_proxy_with_forwarded_headers_and_websocket_only_where_asked(rende
     assert directives(hub, "client_max_body_size") == ["1g"]
     assert "X-Frame-Options SAMEORIGIN always" in directives(api, "add_header")
     assert not [h for h in directives(hub, "add_header") if h.startswith("X-Frame-Options")]
+
+
+def locations(text: str) -> dict[str, str]:
+    """Each `location PREFIX { ... }` block of a rendered site, by prefix."""
+    out, current, depth = {}, None, 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        if current is None and stripped.startswith("location ") and stripped.endswith("{"):
+            current, depth, out[stripped[len("location ") : -1].strip()] = (
+                stripped[len("location ") : -1].strip(),
+                1,
+                "",
+            )
+            continue
+        if current is not None:
+            depth += stripped.count("{") - stripped.count("}")
+            if depth == 0:
+                current = None
+            else:
+                out[current] += stripped + "\n"
+    return out
+
+
+def test_an_allow_listed_site_publishes_only_its_paths_and_admin_paths_to_admins(rendered):
+    auth = locations(rendered["auth"])
+    assert set(auth) == {"/realms/", "/resources/", "/.well-known/", "/robots.txt", "/admin/", "/realms/master/", "/"}
+    assert auth["/"].strip() == "return 404;", "what is not published must not reach the upstream"
+    for path in ["/realms/", "/resources/", "/.well-known/", "/robots.txt"]:
+        assert "proxy_pass http://platform_auth;" in auth[path] and "deny all;" not in auth[path], path
+    for path in ["/admin/", "/realms/master/"]:
+        body = auth[path]
+        assert "allow 10.9.0.0/16;" in body and "deny all;" in body, body
+        assert body.index("deny all;") < body.index("proxy_pass"), body
+    # nginx picks the longest prefix: /realms/master/ is its own location, not /realms/'s.
+    assert "proxy_buffer_size 128k;" in auth["/realms/"]
+    api = locations(rendered["api"])
+    assert set(api) == {"/"} and "proxy_pass http://platform_api;" in api["/"]
+    assert "proxy_buffer_size" not in rendered["api"]
 
 
 def test_default_servers_redirect_http_and_refuse_unknown_names(rendered):
