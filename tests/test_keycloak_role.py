@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_every_conf_key_is_a_known_option(rendered):
     unknown = set(conf) - OPTIONS
     assert not unknown, f"keycloak.conf keys Keycloak does not know: {unknown}"
     assert conf["db"] == "postgres"
-    assert conf["db-url"] == "jdbc:postgresql://127.0.0.1:5432/keycloak"
+    assert jdbc_url(conf) == "jdbc:postgresql://127.0.0.1:5432/keycloak"  # loopback: no TLS option
     assert conf["hostname"] == "https://auth.example.org"
     assert conf["proxy-headers"] == "xforwarded"
     assert conf["http-enabled"] == "true"
@@ -108,6 +109,56 @@ def test_every_conf_key_is_a_known_option(rendered):
     assert conf["http-management-port"] == "9000"
     assert "db-password" not in conf  # the password lives in keycloak.env (0640 root:keycloak)
     assert not any("password" in v.lower() for v in conf.values())
+
+
+def jdbc_url(conf: dict[str, str]) -> str:
+    """The JDBC URL Keycloak 26 uses, from keycloak.conf (Database.Vendor.POSTGRES): db-url when set,
+    else jdbc:postgresql://<db-url-host>:<db-url-port>/<db-url-database><db-url-properties>, where
+    db-url-properties is ignored whenever db-url is set."""
+    if "db-url" in conf:
+        return conf["db-url"]
+    return "jdbc:postgresql://{}:{}/{}{}".format(conf.get("db-url-host", "localhost"), conf.get("db-url-port", "5432"),
+                                                conf.get("db-url-database", "keycloak"),
+                                                conf.get("db-url-properties", ""))  # fmt: skip
+
+
+def pgjdbc_properties(url: str) -> dict[str, str]:
+    """The URL's properties as pgjdbc's Driver.parseURL reads them (split on &, URL-decoded)."""
+    query = url.partition("?")[2]
+    return {k: urllib.parse.unquote_plus(v) for k, _, v in (p.partition("=") for p in query.split("&") if p)}
+
+
+@pytest.mark.parametrize(
+    ("extra", "sslmode", "rootcert"),
+    [
+        ({"keycloak_db_host": "10.0.0.5"}, "require", None),
+        ({"keycloak_db_host": "10.0.0.5", "keycloak_db_sslrootcert": "/etc/ssl/pg ca+1.crt"}, "verify-full",
+         "/etc/ssl/pg ca+1.crt"),
+        ({"keycloak_db_host": "localhost"}, None, None),
+    ],
+)  # fmt: skip
+def test_database_on_another_host_is_reached_over_tls(local_inventory, tmp_path, extra, sslmode, rootcert):
+    render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", facts("12", 4096),
+                "-e", json.dumps(extra))  # fmt: skip
+    conf = conf_items((tmp_path / "out/keycloak.conf").read_text())
+    assert set(conf) <= OPTIONS
+    url = jdbc_url(conf)
+    assert url.startswith(f"jdbc:postgresql://{extra['keycloak_db_host']}:5432/keycloak"), url
+    props = pgjdbc_properties(url)
+    assert props.get("sslmode") == sslmode, url
+    assert props.get("sslrootcert") == rootcert, url
+
+
+def test_database_tls_that_cannot_hold_is_refused(local_inventory):
+    play, base = assert_play(local_inventory), ["-e", facts("12", 4096)]
+    plain = run([PLAYBOOK, "-i", str(local_inventory), str(play), *base, "-e", "keycloak_db_host=10.0.0.5",
+                 "-e", "keycloak_db_sslmode=prefer"], env=ROLES_ENV)  # fmt: skip
+    assert plain.returncode != 0
+    assert "keycloak_db_sslmode is 'prefer' for the database at 10.0.0.5" in plain.stdout, plain.stdout[-3000:]
+    no_ca = run([PLAYBOOK, "-i", str(local_inventory), str(play), *base, "-e", "keycloak_db_host=10.0.0.5",
+                 "-e", "keycloak_db_sslmode=verify-full"], env=ROLES_ENV)  # fmt: skip
+    assert no_ca.returncode != 0
+    assert "need keycloak_db_sslrootcert" in no_ca.stdout
 
 
 def test_the_option_list_can_fail():
