@@ -161,6 +161,29 @@ def test_database_tls_that_cannot_hold_is_refused(local_inventory):
     assert "need keycloak_db_sslrootcert" in no_ca.stdout
 
 
+# PostgreSQL's max_connections on Debian (no role of ours changes it), shared by Keycloak, the exec
+# API, JupyterHub and Superset.
+POSTGRESQL_MAX_CONNECTIONS = 100
+KEYCLOAK_DEFAULT_POOL_MAX_SIZE = 100  # DatabaseOptions.DB_POOL_MAX_SIZE, Keycloak 26
+
+
+def test_connection_pool_leaves_room_for_the_other_services(rendered, local_inventory, tmp_path):
+    out, _ = rendered
+    conf = conf_items((out / "keycloak.conf").read_text())
+    # Unset, Keycloak would take its default: all of PostgreSQL's connections.
+    assert KEYCLOAK_DEFAULT_POOL_MAX_SIZE >= POSTGRESQL_MAX_CONNECTIONS
+    pool = int(conf["db-pool-max-size"])
+    assert pool == 20 and pool <= POSTGRESQL_MAX_CONNECTIONS // 4, conf
+    render_role(local_inventory, tmp_path / "other", "-e", "platform_domain=example.org", "-e", facts("12", 4096),
+                "-e", "keycloak_db_pool_max_size=12")  # fmt: skip
+    assert conf_items((tmp_path / "other/keycloak.conf").read_text())["db-pool-max-size"] == "12"
+    play = assert_play(local_inventory)
+    big = run([PLAYBOOK, "-i", str(local_inventory), str(play), "-e", facts("12", 4096),
+               "-e", "keycloak_db_pool_max_size=100"], env=ROLES_ENV)  # fmt: skip
+    assert big.returncode != 0
+    assert "keycloak_db_pool_max_size is 100: it must be between 1 and 50" in big.stdout, big.stdout[-3000:]
+
+
 def test_the_option_list_can_fail():
     assert "hostname-url" not in OPTIONS  # hostname v1, gone in 26
     assert "proxy" not in OPTIONS  # replaced by proxy-headers
