@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -456,12 +457,79 @@ def test_secrets_read_back_unchanged_from_the_environment_files(local_inventory,
         systemd_env_file("KC_DB_PASSWORD=a b\n")
 
 
-def test_brute_force_protection_on_every_realm_the_role_manages():
-    (block,) = yaml.safe_load((ROLE / "tasks/realm.yml").read_text())
-    realms = [t["community.general.keycloak_realm"] for t in block["block"] if "community.general.keycloak_realm" in t]
+def module_options(module: str) -> set[str]:
+    """Option names (and aliases) of a community.general module as installed (the pinned version)."""
+    spec = importlib.util.find_spec(f"ansible_collections.community.general.plugins.modules.{module}")
+    assert spec and spec.origin, module
+    src = Path(spec.origin).read_text()
+    names = set(re.findall(r"^\s+(\w+)=dict\(", src, re.M))
+    names |= {a for group in re.findall(r"aliases=\[([^\]]*)\]", src) for a in re.findall(r"'(\w+)'", group)}
+    names |= set(re.findall(r"^\s+(\w+)=dict\(", Path(spec.origin).parents[1].joinpath(
+        "module_utils/identity/keycloak/keycloak.py").read_text(), re.M))  # fmt: skip
+    return names
+
+
+def realm_tasks() -> list[dict]:
+    (block,) = role_tasks("realm.yml")
+    return [t["community.general.keycloak_realm"] for t in block["block"] if "community.general.keycloak_realm" in t]
+
+
+# Keycloak 26's password policy providers (PasswordPolicyProviderFactory ids) the default may use.
+PASSWORD_POLICY_IDS = {"length", "notUsername", "notEmail", "digits", "lowerCase", "upperCase", "specialChars",
+                       "passwordHistory", "maxLength", "regexPattern", "forceExpiredPasswordChange"}  # fmt: skip
+
+
+def keycloak_password_policy(policy: str) -> dict[str, str | None]:
+    """PasswordPolicy.parse: policies split on " and ", each id or id(config); an unknown id is refused."""
+    out: dict[str, str | None] = {}
+    for part in policy.split(" and "):
+        key, _, config = part.strip().partition("(")
+        assert key in PASSWORD_POLICY_IDS, f"Unsupported policy {key!r}"
+        out[key] = config[:-1] if config else None
+    return out
+
+
+def test_both_realms_are_hardened():
+    realms = realm_tasks()
     assert {r["realm"] for r in realms} == {"master", "{{ keycloak_realm }}"}
-    assert all(r["brute_force_protected"] == "{{ keycloak_brute_force_protected }}" for r in realms)
-    assert yaml.safe_load((ROLE / "defaults/main.yml").read_text())["keycloak_brute_force_protected"] is True
+    options = module_options("keycloak_realm")
+    # The reader can fail, and the pinned module has no admin events expiration (a realm attribute).
+    assert {"ssl_required", "password_policy", "events_expiration"} <= options
+    assert "admin_events_expiration" not in options and "adminEventsExpiration" not in options
+    for r in realms:
+        assert set(r) <= options, f"not options of the pinned keycloak_realm: {set(r) - options}"
+        assert r["brute_force_protected"] == "{{ keycloak_brute_force_protected }}"
+        # external or all; all would refuse the role's own calls on the plain-HTTP listener.
+        assert r["ssl_required"] == "external"
+        assert r["password_policy"] == "{{ keycloak_password_policy }}"
+        assert r["events_enabled"] is True and r["events_expiration"] == "{{ keycloak_events_expiration }}"
+        assert r["admin_events_enabled"] is True
+        # Representations of admin events would store the client secrets and passwords the role sends.
+        assert r["admin_events_details_enabled"] is False
+        # `attributes` would make Keycloak drop every realm attribute not sent (updateRealm).
+        assert "attributes" not in r
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    assert defaults["keycloak_brute_force_protected"] is True
+    assert keycloak_password_policy(defaults["keycloak_password_policy"]) == {"length": "12", "notUsername": None}
+    assert 0 < defaults["keycloak_events_expiration"] <= 90 * 86400
+    with pytest.raises(AssertionError):
+        keycloak_password_policy("minLength(12)")
+
+
+def test_clients_do_not_carry_every_role(rendered):
+    """full_scope_allowed false: tokens carry only the roles of the client's scope. Safe because no
+    mapper the role sends depends on roles: group names come from the group-membership mapper, and
+    aud=exec-api from an audience mapper with a fixed audience (not included.client.audience,
+    which adds a client's id only when the token holds one of its roles)."""
+    _, data = rendered
+    args = realm_task("OIDC clients")["community.general.keycloak_client"]
+    assert args["full_scope_allowed"] == "{{ item.full_scope_allowed }}"
+    assert set(args) <= module_options("keycloak_client"), set(args) - module_options("keycloak_client")
+    for c in data["clients"]:
+        assert c["full_scope_allowed"] is False, c["client_id"]
+        for m in c["protocol_mappers"]:
+            assert m["protocolMapper"] == "oidc-audience-mapper" and "included.client.audience" not in m["config"]
+    assert data["scope"]["protocol_mappers"][0]["protocolMapper"] == "oidc-group-membership-mapper"
 
 
 def unit_heap(out: Path) -> list[str]:
