@@ -599,3 +599,52 @@ def test_service_starts_after_the_handlers_flush():
     assert late == ["No bootstrap credentials are left on the host"], late
     (handler,) = yaml.safe_load((ROLE / "handlers/main.yml").read_text())
     assert handler["listen"] == "keycloak restart"
+
+
+# A secret in a task: a password/secret/credentials variable (ours or a loop item's) in a Jinja
+# expression of the task, or of the template it renders.
+# (A password policy is not a password.)
+SECRET_REF = re.compile(
+    r"\{\{[^}]*\b(?!\w*password_policy\b)(\w*password\w*|\w*secret\w*|item\.credentials)\b[^}]*\}\}"
+)
+
+
+def leaf_tasks(tasks: list[dict], where: str):
+    for task in tasks:
+        if "block" in task:
+            yield from leaf_tasks(task["block"], where)
+        else:
+            yield where, task
+
+
+def task_text(task: dict) -> str:
+    """The task's own arguments (not no_log itself), plus the template it renders."""
+    text = yaml.safe_dump({k: v for k, v in task.items() if k != "no_log"})
+    tpl = task.get("ansible.builtin.template", {}).get("src")
+    return text + ((ROLE / "templates" / tpl).read_text() if tpl else "")
+
+
+def test_no_log_exactly_where_a_secret_is():
+    """no_log hides a failing task's error, so it is kept for the tasks whose arguments, results or
+    diff (a rendered template) hold a secret, and only for those. Asserts are exempt: they test
+    lengths and show names only (their fail_msg says which variable), never a value."""
+    tasks = [lt for f in sorted((ROLE / "tasks").glob("*.yml")) for lt in leaf_tasks(role_tasks(f.name), f.name)]
+    hiding_nothing = [f"{f}: {t['name']}" for f, t in tasks if t.get("no_log") and not SECRET_REF.search(task_text(t))]
+    assert hiding_nothing == [], "no_log without a secret"
+    exposing = [
+        f"{f}: {t['name']}"
+        for f, t in tasks
+        if SECRET_REF.search(task_text(t)) and not t.get("no_log") and "ansible.builtin.assert" not in t
+    ]
+    assert exposing == [], "a secret without no_log"
+    # Both kinds exist, so the rule is tested on something.
+    assert sum(bool(t.get("no_log")) for _, t in tasks) >= 6
+    assert any(not t.get("no_log") and "community.general.keycloak_group" in t for _, t in tasks)
+    # auth_password reaches the modules through module_defaults: masked by the modules themselves.
+    spec = importlib.util.find_spec(
+        "ansible_collections.community.general.plugins.module_utils.identity.keycloak.keycloak"
+    )
+    assert spec and spec.origin
+    assert "auth_password=dict(type='str', aliases=['password'], no_log=True)" in Path(spec.origin).read_text()
+    assert SECRET_REF.search('x: "{{ keycloak_admin_password }}"') and not SECRET_REF.search('x: "{{ item }}"')
+    assert not SECRET_REF.search('x: "{{ keycloak_password_policy }}"')
