@@ -58,7 +58,14 @@ def render_role(inventory: Path, out: Path, *extra: str):
             " 'heap': keycloak_heap_max_mb | int} | to_json }}")  # fmt: skip
     tasks = [
         {"ansible.builtin.template": {"src": f"{ROLE}/templates/{name}.j2", "dest": f"{out}/{name}", "mode": "0600"}}
-        for name in ["keycloak.conf", "keycloak.service", "keycloak.env", "bootstrap.env"]
+        for name in [
+            "keycloak.conf",
+            "keycloak.service",
+            "keycloak.env",
+            "bootstrap.env",
+            "keycloak-firewall.nft",
+            "keycloak-firewall.service",
+        ]
     ]
     tasks.append({"ansible.builtin.copy": {"dest": f"{out}/data.json", "mode": "0600", "content": data}})
     vars_files = [f"{ROLE}/defaults/main.yml", f"{ROOT}/group_vars/all/wiring.yml", f"{ROLE}/vars/main.yml"]
@@ -592,13 +599,14 @@ def test_service_starts_after_the_handlers_flush():
     # What the restart handler stands for is all before the first flush; service.yml only starts.
     before_flush = [t for f in ("install.yml", "configure.yml") for t in role_tasks(f)]
     assert any("keycloak.service.j2" in str(t) for t in before_flush), "the unit is not written before the flush"
-    (start,) = role_tasks("service.yml")
-    assert start["ansible.builtin.systemd_service"]["state"] == "started" and not notifies_restart(start)
+    start = role_tasks("service.yml")
+    assert [t["ansible.builtin.systemd_service"]["state"] for t in start] == ["started", "started"]
+    assert not any(notifies_restart(t) or "ansible.builtin.template" in t for t in start)
     # After the first flush only the bootstrap file's removal may ask for a restart (flushed again).
     late = [t["name"] for f in ("service.yml", "admin.yml", "realm.yml") for t in role_tasks(f) if notifies_restart(t)]
     assert late == ["No bootstrap credentials are left on the host"], late
-    (handler,) = yaml.safe_load((ROLE / "handlers/main.yml").read_text())
-    assert handler["listen"] == "keycloak restart"
+    handlers = yaml.safe_load((ROLE / "handlers/main.yml").read_text())
+    assert [h["listen"] for h in handlers] == ["keycloak firewall reload", "keycloak restart"]
 
 
 # A secret in a task: a password/secret/credentials variable (ours or a loop item's) in a Jinja
@@ -648,3 +656,72 @@ def test_no_log_exactly_where_a_secret_is():
     assert "auth_password=dict(type='str', aliases=['password'], no_log=True)" in Path(spec.origin).read_text()
     assert SECRET_REF.search('x: "{{ keycloak_admin_password }}"') and not SECRET_REF.search('x: "{{ item }}"')
     assert not SECRET_REF.search('x: "{{ keycloak_password_policy }}"')
+
+
+def nft_verdict(rules: str, uid: int, saddr: str, daddr: str, dport: int) -> str:
+    """What the rendered table does to a TCP connection opened on the Keycloak host by `uid` (output
+    hook) and, for one from another host, as it arrives (input hook): "reset" or "accept". Reads
+    only the forms the template writes: defines of one value or a { set }, and rules
+    `ip daddr X tcp dport P [meta skuid != S | ip saddr != S] counter reject with tcp reset`."""
+    defines = dict(re.findall(r"^define (\w+) = (.+)$", rules, re.M))
+
+    def values(token: str) -> set[str]:
+        token = defines.get(token[1:], token) if token.startswith("$") else token
+        return {v.strip() for v in token.strip("{} ").split(",")}
+
+    chains = dict(re.findall(r"chain (\w+) \{(.*?)\n  \}", rules, re.S))
+    local = saddr == daddr or daddr.startswith("127.")
+    chain = chains.get("output" if local else "input", "")
+    for rule in re.findall(r"^\s*ip6? daddr .*reject with tcp reset$", chain, re.M):
+        m = re.match(
+            r"\s*ip6? daddr (\S+) tcp dport (\$\w+|\d+) (meta skuid|ip6? saddr) != (\$\w+|\{[^}]*\}) counter", rule
+        )
+        assert m, f"a rule the reader does not know: {rule}"
+        to, port, key, allowed = m.groups()
+        if daddr in values(to) and str(dport) in values(port):
+            who = str(uid) if key == "meta skuid" else saddr
+            if who not in values(allowed):
+                return "reset"
+    return "accept"
+
+
+ALICE, WWW_DATA, KEYCLOAK_UID = 1000, 33, 998
+
+
+def test_only_nginx_and_root_reach_keycloak_on_its_host(rendered):
+    """Keycloak trusts X-Forwarded-* from 127.0.0.1; alice, with a shell on the host, is refused."""
+    out, _ = rendered
+    rules = (out / "keycloak-firewall.nft").read_text()
+    assert "delete table inet keycloak" in rules
+    for port in (8080, 9000):
+        assert nft_verdict(rules, ALICE, "127.0.0.1", "127.0.0.1", port) == "reset", port
+        assert nft_verdict(rules, KEYCLOAK_UID, "127.0.0.1", "127.0.0.1", port) == "reset", port
+        assert nft_verdict(rules, 0, "127.0.0.1", "127.0.0.1", port) == "accept", port
+        assert nft_verdict(rules, WWW_DATA, "127.0.0.1", "127.0.0.1", port) == "accept", port
+    # Other services' ports are none of this table's business.
+    assert nft_verdict(rules, ALICE, "127.0.0.1", "127.0.0.1", 8081) == "accept"
+    assert "chain input" not in rules
+    unit = (out / "keycloak-firewall.service").read_text()
+    assert "Before=network-pre.target keycloak.service" in unit and "ExecStart=/usr/sbin/nft -f " in unit
+
+
+def test_keycloak_on_its_own_host_takes_http_from_nginx_only(local_inventory, tmp_path):
+    extra = {"keycloak_http_host": "10.0.0.2", "keycloak_proxy_trusted_addresses": ["10.0.0.1"]}
+    render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", facts("12", 4096),
+                "-e", json.dumps(extra))  # fmt: skip
+    rules = (tmp_path / "out/keycloak-firewall.nft").read_text()
+    assert nft_verdict(rules, 0, "10.0.0.1", "10.0.0.2", 8080) == "accept"  # nginx's host
+    assert nft_verdict(rules, 0, "10.0.0.9", "10.0.0.2", 8080) == "reset"  # any other host
+    assert nft_verdict(rules, 0, "10.0.0.1", "10.0.0.2", 9000) == "reset"  # management: this host only
+    assert nft_verdict(rules, ALICE, "10.0.0.2", "10.0.0.2", 8080) == "reset"  # alice on Keycloak's host
+    assert nft_verdict(rules, 0, "10.0.0.2", "10.0.0.2", 9000) == "accept"  # the role's health wait
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_firewall_unit_is_hardened(rendered):
+    out, _ = rendered
+    sec = subprocess.run(["systemd-analyze", "security", "--offline=true", str(out / "keycloak-firewall.service")],
+                         capture_output=True, text=True)  # fmt: skip
+    match = re.search(r"Overall exposure level for keycloak-firewall\.service: (\d+\.\d+)", sec.stdout + sec.stderr)
+    assert match, sec.stdout[-2000:] + sec.stderr[-2000:]
+    assert float(match.group(1)) <= 4.0, sec.stdout
