@@ -486,7 +486,7 @@ PASSWORD_POLICY_IDS = {"length", "notUsername", "notEmail", "digits", "lowerCase
                        "passwordHistory", "maxLength", "regexPattern", "forceExpiredPasswordChange"}  # fmt: skip
 
 
-def keycloak_password_policy(policy: str) -> dict[str, str | None]:
+def keycloak_credential_policy(policy: str) -> dict[str, str | None]:
     """PasswordPolicy.parse: policies split on " and ", each id or id(config); an unknown id is refused."""
     out: dict[str, str | None] = {}
     for part in policy.split(" and "):
@@ -508,7 +508,7 @@ def test_both_realms_are_hardened():
         assert r["brute_force_protected"] == "{{ keycloak_brute_force_protected }}"
         # external or all; all would refuse the role's own calls on the plain-HTTP listener.
         assert r["ssl_required"] == "external"
-        assert r["password_policy"] == "{{ keycloak_password_policy }}"
+        assert r["password_policy"] == "{{ keycloak_credential_policy }}"
         assert r["events_enabled"] is True and r["events_expiration"] == "{{ keycloak_events_expiration }}"
         assert r["admin_events_enabled"] is True
         # Representations of admin events would store the client secrets and passwords the role sends.
@@ -517,10 +517,10 @@ def test_both_realms_are_hardened():
         assert "attributes" not in r
     defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
     assert defaults["keycloak_brute_force_protected"] is True
-    assert keycloak_password_policy(defaults["keycloak_password_policy"]) == {"length": "12", "notUsername": None}
+    assert keycloak_credential_policy(defaults["keycloak_credential_policy"]) == {"length": "12", "notUsername": None}
     assert 0 < defaults["keycloak_events_expiration"] <= 90 * 86400
     with pytest.raises(AssertionError):
-        keycloak_password_policy("minLength(12)")
+        keycloak_credential_policy("minLength(12)")
 
 
 def test_clients_do_not_carry_every_role(rendered):
@@ -611,10 +611,7 @@ def test_service_starts_after_the_handlers_flush():
 
 # A secret in a task: a password/secret/credentials variable (ours or a loop item's) in a Jinja
 # expression of the task, or of the template it renders.
-# (A password policy is not a password.)
-SECRET_REF = re.compile(
-    r"\{\{[^}]*\b(?!\w*password_policy\b)(\w*password\w*|\w*secret\w*|item\.credentials)\b[^}]*\}\}"
-)
+SECRET_REF = re.compile(r"\{\{[^}]*\b(\w*password\w*|\w*secret\w*|item\.credentials)\b[^}]*\}\}")
 
 
 def leaf_tasks(tasks: list[dict], where: str):
@@ -655,7 +652,7 @@ def test_no_log_exactly_where_a_secret_is():
     assert spec and spec.origin
     assert "auth_password=dict(type='str', aliases=['password'], no_log=True)" in Path(spec.origin).read_text()
     assert SECRET_REF.search('x: "{{ keycloak_admin_password }}"') and not SECRET_REF.search('x: "{{ item }}"')
-    assert not SECRET_REF.search('x: "{{ keycloak_password_policy }}"')
+    assert not SECRET_REF.search('x: "{{ keycloak_credential_policy }}"')
 
 
 def nft_verdict(rules: str, uid: int, saddr: str, daddr: str, dport: int) -> str:
