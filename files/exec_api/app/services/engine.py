@@ -171,15 +171,25 @@ def run_notebook(
 ) -> Result:
     """Run ``nb`` (read by the caller, as its owner) with papermill; never raises."""
     key = f"{OUTPUT_PREFIX}{secrets.token_hex(8)}.ipynb"
-    kernel_name, language = notebook_kernel(nb)
     run.timeout_seconds = run.timeout_seconds or (
         None if run.deadline is None else run.deadline - time.monotonic()
     )
     try:
+        result = _execute(nb, run, key, typed_values(parameters, types), report_mode)
+    finally:
+        CAPTURED.take(key)
+    return _finish(result, run, input_path, output_path)
+
+
+def _execute(
+    nb: NotebookNode, run: Run, key: str, parameters: dict[str, Any], report_mode: bool
+) -> Result:
+    kernel_name, language = notebook_kernel(nb)
+    try:
         out = papermill.execute_notebook(
             nb,
             key,
-            parameters=typed_values(parameters, types) or None,
+            parameters=parameters or None,
             engine_name=ENGINE_NAME,
             request_save_on_cell_execute=False,
             kernel_name=kernel_name,
@@ -189,66 +199,43 @@ def run_notebook(
             report_mode=report_mode,
             exec_api_run=run,
         )
-        CAPTURED.take(key)
-        return _finish(Result("succeeded", notebook=out), run, input_path, output_path)
+        return Result("succeeded", notebook=out)
     except PapermillExecutionError as e:
-        written = CAPTURED.take(key)
-        notebook = json.loads(written) if written else None
-        status = "failed"
-        if run.stop_reason in ("timed_out", "cancelled"):
-            status = run.stop_reason
+        # papermill wrote the notebook with its banner and anchor before raising
+        notebook = _written(key)
+        out_index = e.cell_index + 2  # the banner at the top, the anchor before the cell
         error = {
-            # index in the submitted notebook (no injected cell), and in the output (the
-            # banner at the top and the anchor before the cell)
-            "cell_index": e.cell_index + 2 - _injected_before(notebook, e.cell_index + 2),
-            "output_cell_index": e.cell_index + 2,
+            # index in the submitted notebook (no injected cell), and in the output
+            "cell_index": out_index - _injected_before(notebook, out_index),
+            "output_cell_index": out_index,
             "ename": e.ename,
             "evalue": e.evalue,
             "traceback": list(e.traceback or []),
         }
-        msg = None if status == "failed" else _stop_message(run)
-        return _finish(Result(status, notebook, error, msg), run, input_path, output_path)
-    except OutputTooLarge as e:
-        CAPTURED.take(key)
-        return Result("failed", message=str(e))
-    except (CellTimeoutError, DeadKernelError) as e:
-        CAPTURED.take(key)
-        if run.stop_reason == "output":
-            return Result("failed", message=str(_too_large(run)))
-        # Marked where it stopped (RunClient); papermill's markers are added as for an error.
-        nb_now = run.nb_man.nb if run.nb_man is not None else None
-        if nb_now is None:
+        return Result(_status_of(run), notebook, error, _stop_message(run))
+    except Exception as e:  # noqa: BLE001 - stopped, or papermill's own error (NoSuchKernel ...)
+        if run.stop_reason == "output":  # no partial notebook of it is kept
+            assert run.max_output_bytes is not None
+            too_large = OutputTooLarge(run.output_used, run.max_output_bytes, at_least=True)
+            return Result("failed", message=str(too_large))
+        partial = run.nb_man.nb if run.nb_man is not None else None
+        if not isinstance(e, CellTimeoutError | DeadKernelError):
+            if run.stop_reason in ("timed_out", "cancelled"):
+                return Result(run.stop_reason, message=_stop_message(run))
+            return Result("failed", notebook=partial, message=f"{type(e).__name__}: {e}")
+        if partial is None:
             return Result(_status_of(run), message=_stop_message(run) or str(e))
+        # RunClient marked the cell where it stopped: papermill's markers, as for an error.
         try:
-            papermill.execute.raise_for_execution_errors(nb_now, key)
+            papermill.execute.raise_for_execution_errors(partial, key)
         except PapermillExecutionError:
             pass
-        written = CAPTURED.take(key)
-        notebook = json.loads(written) if written else dict(nb_now)
-        return _finish(
-            Result(_status_of(run), notebook, None, _stop_message(run)),
-            run,
-            input_path,
-            output_path,
-        )
-    except Exception as e:  # noqa: BLE001 - papermill's own error (NoSuchKernel, ...)
-        CAPTURED.take(key)
-        if run.stop_reason == "output":
-            return Result("failed", message=str(_too_large(run)))
-        if run.stop_reason in ("timed_out", "cancelled"):
-            return Result(run.stop_reason, message=_stop_message(run))
-        partial = run.nb_man.nb if run.nb_man is not None else None
-        result = Result(
-            "failed",
-            notebook=dict(partial) if partial is not None else None,
-            message=f"{type(e).__name__}: {e}",
-        )
-        return _finish(result, run, input_path, output_path)
+        return Result(_status_of(run), _written(key) or dict(partial), None, _stop_message(run))
 
 
-def _too_large(run: Run) -> OutputTooLarge:
-    assert run.max_output_bytes is not None
-    return OutputTooLarge(run.output_size, run.max_output_bytes, at_least=True)
+def _written(key: str) -> dict[str, Any] | None:
+    written = CAPTURED.take(key)
+    return json.loads(written) if written else None
 
 
 def _status_of(run: Run) -> str:
@@ -292,7 +279,6 @@ def _finish(result: Result, run: Run, input_path: str, output_path: str) -> Resu
         size = len(text.encode("utf-8", "backslashreplace"))
         if size > run.max_output_bytes:
             return Result("failed", message=str(OutputTooLarge(size, run.max_output_bytes)))
-    result.notebook = json.loads(json.dumps(nb))
     return result
 
 

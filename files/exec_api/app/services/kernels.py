@@ -256,6 +256,11 @@ class KernelPool:
         with self._cond:
             self._schedule_refills()
 
+    @property
+    def sockdir(self) -> str:
+        """The pool's private (0700) directory of ipc sockets and connection files."""
+        return self._dir
+
     def ready_count(self) -> int:
         with self._cond:
             return len(self._ready)

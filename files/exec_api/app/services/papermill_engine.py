@@ -117,7 +117,6 @@ class Run:
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str | None = None  # "cancelled", "timed_out", "output"
     output_used: int = 0
-    output_size: int = 0
     nb_man: Any = None
     km: Any = None
     kc: Any = None
@@ -152,7 +151,6 @@ class Run:
         n += sum(len(t) for t in content.get("traceback") or [])
         self.output_used += n
         if self.output_used > self.max_output_bytes:
-            self.output_size = self.output_used
             self.kill("output")
             raise OutputTooLarge(self.output_used, self.max_output_bytes, at_least=True)
 

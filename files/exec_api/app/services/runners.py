@@ -141,7 +141,7 @@ class LocalRunner:
         return self.pool.ready_count()
 
     def run(self, job: Job, control: Control) -> Outcome:
-        from app.services.engine import Run, run_notebook
+        from app.services.engine import Run, ipc_kernel_manager, run_notebook
 
         try:
             nb = nbformat.read(job.notebook_path, as_version=4)
@@ -159,6 +159,8 @@ class LocalRunner:
             deadline=time.monotonic() + job.timeout_seconds,
             timeout_seconds=job.timeout_seconds,
             max_output_bytes=job.max_output_bytes,
+            # a kernel of another kernelspec talks over ipc in the pool's private directory too
+            kernel_manager_class=ipc_kernel_manager(self.pool.sockdir),
         )
         done = threading.Event()
 
