@@ -21,7 +21,7 @@ _loader.exec_module(launcher)
 HARDENING: dict[str, str] = yaml.safe_load((ROOT / "roles/exec_api/vars/main.yml").read_text())[
     "__exec_api_run_hardening"
 ]
-_runners = ast.parse((ROOT / "files/exec_api/app/services/runners.py").read_text())
+_runners = ast.parse((ROOT / "files/exec_api/exec_api/services/runners.py").read_text())
 RUN_HARDENING = next(
     ast.literal_eval(n.value)
     for n in _runners.body
@@ -35,7 +35,7 @@ CFG = {
     "slice": "exec-api-runs.slice",
     "systemd_run": "/usr/bin/systemd-run",
     "systemctl": "/usr/bin/systemctl",
-    "child_command": ["/opt/exec-api/venv/bin/python", "-m", "app.services.child"],
+    "child_command": ["/opt/exec-api/venv/bin/python", "-m", "exec_api.services.child"],
     "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode",
                            "TimeoutStopSec", "WorkingDirectory", "BindPaths", *HARDENING],
     "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "BindPaths",

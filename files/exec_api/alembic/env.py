@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.models import Base
+from exec_api.models import Base
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging"):

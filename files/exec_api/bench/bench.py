@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench.py [--executions 500] [--concurrency 4] [--papermill-runs 40]
 
 Starts its own PostgreSQL (tests/pg.py), a stand-in IdP (tests/idp.py) and the service
-(``uvicorn app.main:app``, one process, embedded worker, local runner), then measures:
+(``uvicorn exec_api.main:app``, one process, embedded worker, local runner), then measures:
 
 1. throughput: N trivial executions, ``concurrency`` clients each submitting and polling
    until done; executions/s, latency p50/p99 (submit -> succeeded), failures;
@@ -117,7 +117,7 @@ class Service:
         self.proc = subprocess.Popen(
             [
                 str(PKG / ".venv/bin/uvicorn"),
-                "app.main:app",
+                "exec_api.main:app",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -136,7 +136,7 @@ class Service:
         self.worker: subprocess.Popen[bytes] | None = None
         if api_workers:
             self.worker = subprocess.Popen(
-                [sys.executable, "-m", "app.worker"],
+                [sys.executable, "-m", "exec_api.worker"],
                 cwd=PKG,
                 env=self.env,
                 stdout=subprocess.DEVNULL,

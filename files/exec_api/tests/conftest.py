@@ -49,7 +49,7 @@ def fake_unix_uid(username: str) -> int:
 
 @pytest.fixture(scope="session", autouse=True)
 def unix_accounts() -> Iterator[dict[str, int]]:
-    from app.services import paths
+    from exec_api.services import paths
 
     mp = pytest.MonkeyPatch()
     mp.setattr(paths, "unix_uid", fake_unix_uid)
@@ -111,8 +111,8 @@ def env(db_url: str, idp: IdP, workdir: Path) -> Iterator[dict[str, str]]:
 
 
 def _clear_caches() -> None:
-    from app.core.config import get_settings
-    from app.core.db import get_engine, get_sessionmaker
+    from exec_api.core.config import get_settings
+    from exec_api.core.db import get_engine, get_sessionmaker
 
     get_settings.cache_clear()
     get_engine.cache_clear()
@@ -123,7 +123,7 @@ def _clear_caches() -> None:
 def app_client(env: dict[str, str]) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from exec_api.main import create_app
 
     app = create_app()
     with TestClient(app) as c:
@@ -193,7 +193,7 @@ def wait_status(
 def count_executions(db_url: str, username: str) -> int:
     import psycopg
 
-    from app.worker import _psycopg_dsn
+    from exec_api.worker import _psycopg_dsn
 
     with psycopg.connect(_psycopg_dsn(db_url)) as c:
         row = c.execute(

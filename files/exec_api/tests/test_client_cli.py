@@ -13,7 +13,7 @@ import uvicorn
 from conftest import PKG
 from pg import free_port
 
-from app.client import ExecApiClient, ExecApiError
+from exec_api.client import ExecApiClient, ExecApiError
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_cli(server, user, tmp_path):
 
     def cli(*args):
         r = subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
+            [sys.executable, "-m", "exec_api.cli", *args],
             cwd=PKG,
             env=env,
             capture_output=True,

@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from conftest import PKG
 from sqlalchemy import create_engine, inspect
 
-from app.models import Base
+from exec_api.models import Base
 
 
 def test_upgrade_matches_models_and_downgrades(pg):

@@ -16,8 +16,8 @@ from freshdb import fresh_database
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
-from app.core.config import Settings
-from app.services import retention
+from exec_api.core.config import Settings
+from exec_api.services import retention
 
 NOW = dt.datetime(2026, 6, 1, 12, 0)
 
@@ -103,9 +103,9 @@ def test_orphaned_outputs_are_swept_once_a_day_old(setup):
 
 
 def test_the_cli_command_uses_the_service_settings(setup, monkeypatch, capsys):
-    from app import cli
-    from app.core.config import get_settings
-    from app.core.db import get_engine, get_sessionmaker
+    from exec_api import cli
+    from exec_api.core.config import get_settings
+    from exec_api.core.db import get_engine, get_sessionmaker
 
     settings, sf, url = setup
     eid = add(sf, settings, "dave", "succeeded", 400)

@@ -18,7 +18,7 @@ from conftest import PKG, wait_status
 def api(env):
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from exec_api.main import create_app
 
     with TestClient(create_app(start_worker=False)) as c:
         yield c
@@ -28,8 +28,8 @@ def _start_worker():
     # The test users have no Unix accounts: the worker process gets the tests' stand-in
     # (conftest.fake_unix_uid) before it starts, as the in-process app does.
     boot = (
-        "import os, app.services.paths as p; p.unix_uid = lambda name: os.getuid(); "
-        "from app.worker import main; main()"
+        "import os, exec_api.services.paths as p; p.unix_uid = lambda name: os.getuid(); "
+        "from exec_api.worker import main; main()"
     )
     return subprocess.Popen(
         [sys.executable, "-c", boot],
@@ -94,9 +94,9 @@ def _kill_mid_run(api, user, workdir, rel):
 
 
 def _in_process_worker(**overrides):
-    from app.core.config import Settings
-    from app.core.db import get_sessionmaker
-    from app.worker import Worker
+    from exec_api.core.config import Settings
+    from exec_api.core.db import get_sessionmaker
+    from exec_api.worker import Worker
 
     return Worker(Settings(**overrides), get_sessionmaker())
 

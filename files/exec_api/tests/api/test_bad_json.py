@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.main import json_body_error
+from exec_api.main import json_body_error
 
 NON_FINITE = [
     (b'{"parameters": {"x": NaN}}', "body.parameters.x"),

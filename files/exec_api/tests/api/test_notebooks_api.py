@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from conftest import wait_status
 
-from app.worker import _psycopg_dsn
+from exec_api.worker import _psycopg_dsn
 
 
 def _count(db_url, table, username):

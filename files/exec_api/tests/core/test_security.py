@@ -132,7 +132,7 @@ def test_probe_token_for_ready_and_metrics(app_client):
 def test_settings_require_database_url_and_auth(monkeypatch):
     from pydantic import ValidationError
 
-    from app.core.config import Settings
+    from exec_api.core.config import Settings
 
     monkeypatch.delenv("EXEC_API_DATABASE_URL", raising=False)
     with pytest.raises(ValidationError):
@@ -153,8 +153,8 @@ def test_settings_require_database_url_and_auth(monkeypatch):
 def test_explicit_jwks_url_and_key_rotation(idp):
     from cryptography.hazmat.primitives.asymmetric import rsa as _rsa
 
-    from app.core.config import Settings
-    from app.core.security import Authenticator, AuthError
+    from exec_api.core.config import Settings
+    from exec_api.core.security import Authenticator, AuthError
 
     s = Settings(
         database_url="postgresql+psycopg://x@y/z",
@@ -178,8 +178,8 @@ def test_explicit_jwks_url_and_key_rotation(idp):
 
 
 def test_hub_answers_are_cached(idp):
-    from app.core.config import Settings
-    from app.core.security import Authenticator
+    from exec_api.core.config import Settings
+    from exec_api.core.security import Authenticator
 
     s = Settings(
         database_url="postgresql+psycopg://x@y/z",

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from app.core.config import Settings
-from app.core.security import Authenticator, AuthError
+from exec_api.core.config import Settings
+from exec_api.core.security import Authenticator, AuthError
 
 SCOPE = "custom:exec-api:run"
 

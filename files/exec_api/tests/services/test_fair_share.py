@@ -14,7 +14,7 @@ from freshdb import fresh_database
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.services import queue as q
+from exec_api.services import queue as q
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_a_users_21st_queued_run_is_refused_even_from_parallel_submitters(sf):
 def api_without_worker(env):
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from exec_api.main import create_app
 
     with TestClient(create_app(start_worker=False)) as c:
         yield c

@@ -14,9 +14,9 @@ import nbformat
 import pytest
 from conftest import wait_status
 
-from app.core.config import Settings
-from app.services.engine import OutputTooLarge
-from app.services.runners import (
+from exec_api.core.config import Settings
+from exec_api.services.engine import OutputTooLarge
+from exec_api.services.runners import (
     ANSWER_ROOM,
     Control,
     Job,
@@ -134,8 +134,8 @@ def test_bounded_readers():
 
 
 def test_the_worker_checks_the_written_file_and_keeps_nothing_over(cfg, tmp_path):
-    from app.services import queue as q
-    from app.worker import Worker
+    from exec_api.services import queue as q
+    from exec_api.worker import Worker
 
     class _NoRunner:
         name = "none"
@@ -158,8 +158,8 @@ def test_the_worker_checks_the_written_file_and_keeps_nothing_over(cfg, tmp_path
 def capped_client(env):
     from fastapi.testclient import TestClient
 
-    from app.core.config import get_settings
-    from app.main import create_app
+    from exec_api.core.config import get_settings
+    from exec_api.main import create_app
 
     os.environ["EXEC_API_MAX_OUTPUT_BYTES"] = str(LIMIT)
     get_settings.cache_clear()

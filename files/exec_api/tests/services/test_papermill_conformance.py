@@ -24,8 +24,8 @@ import papermill
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from app.core.config import Settings
-from app.services.runners import Control, Job, SubprocessRunner
+from exec_api.core.config import Settings
+from exec_api.services.runners import Control, Job, SubprocessRunner
 
 PAPERMILL_NOTEBOOKS = Path(papermill.__file__).parent / "tests" / "notebooks"
 
@@ -191,7 +191,7 @@ def papermill_run(src: Path, out: Path, params: dict[str, Any], timeout: int | N
 
 
 def api_run(runner: SubprocessRunner, src: Path, out: Path, params: dict, timeout: int) -> Any:
-    from app.services.engine import notebook_kernel
+    from exec_api.services.engine import notebook_kernel
 
     nb = nbformat.read(str(src), as_version=4)
     o = runner.run(

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.services import params as P
-from app.services.engine import TypedPythonTranslator, typed_values
+from exec_api.services import params as P
+from exec_api.services.engine import TypedPythonTranslator, typed_values
 
 json_values = st.recursive(
     st.none()

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.config import Settings
-from app.services.paths import PathRefused, normalize_relative, resolve_notebook
+from exec_api.core.config import Settings
+from exec_api.services.paths import PathRefused, normalize_relative, resolve_notebook
 
 
 @pytest.fixture

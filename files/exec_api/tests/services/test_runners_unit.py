@@ -15,9 +15,9 @@ import time
 import nbformat
 import pytest
 
-from app.core.config import Settings
-from app.services.kernels import kernel_env
-from app.services.runners import Control, Job, SubprocessRunner, SystemdRunner
+from exec_api.core.config import Settings
+from exec_api.services.kernels import kernel_env
+from exec_api.services.runners import Control, Job, SubprocessRunner, SystemdRunner
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_systemd_command(cfg, tmp_path, launched):
     assert argv[0] == "/usr/bin/systemd-run"
     sep = argv.index("--")
     opts, child = argv[:sep], argv[sep + 1 :]
-    assert child[-2:] == ["-m", "app.services.child"]
+    assert child[-2:] == ["-m", "exec_api.services.child"]
     unit = next(a.split("=", 1)[1] for a in opts if a.startswith("--unit="))
     assert re.fullmatch(r"exec-api-run-1-[0-9a-f]{6}\.service", unit)
     for flag in (

@@ -13,12 +13,12 @@ import nbformat
 import pytest
 from conftest import TEST_UIDS
 
-from app.core.config import Settings
-from app.services import paths
-from app.services.paths import NotebookTooLarge, PathRefused, open_notebook, read_notebook
+from exec_api.core.config import Settings
+from exec_api.services import paths
+from exec_api.services.paths import NotebookTooLarge, PathRefused, open_notebook, read_notebook
 
 # Imported at collection, before the session fixture puts the tests' stand-in in its place.
-from app.services.paths import unix_uid as real_unix_uid
+from exec_api.services.paths import unix_uid as real_unix_uid
 
 OTHER_UID = 4242  # "bob": any uid but the test process's
 

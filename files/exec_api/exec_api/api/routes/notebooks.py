@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
 
-from app.api.deps import (
+from exec_api.api.deps import (
     DB,
     Cfg,
     IdPath,
@@ -21,17 +21,17 @@ from app.api.deps import (
     with_db,
     with_db_read,
 )
-from app.core.security import acting_user
-from app.models import Notebook, NotebookParameter
-from app.schemas import (
+from exec_api.core.security import acting_user
+from exec_api.models import Notebook, NotebookParameter
+from exec_api.schemas import (
     NotebookCreate,
     NotebookResponse,
     NotebookUpdate,
     NotebookWithParameters,
     Username,
 )
-from app.services import params as P
-from app.services.paths import (
+from exec_api.services import params as P
+from exec_api.services.paths import (
     PathRefused,
     open_notebook,
     user_root,
@@ -101,7 +101,7 @@ def _refused(e: PathRefused | FileNotFoundError) -> HTTPException:
 
 
 def build_parameter(item: object) -> NotebookParameter:
-    from app.schemas import ParameterBase
+    from exec_api.schemas import ParameterBase
 
     assert isinstance(item, ParameterBase)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import select
 
-from app.api.deps import (
+from exec_api.api.deps import (
     DB,
     IdPath,
     User,
@@ -16,16 +16,16 @@ from app.api.deps import (
     with_db,
     with_db_read,
 )
-from app.api.routes.notebooks import build_parameter
-from app.core.security import Principal
-from app.models import NotebookParameter
-from app.schemas import (
+from exec_api.api.routes.notebooks import build_parameter
+from exec_api.core.security import Principal
+from exec_api.models import NotebookParameter
+from exec_api.schemas import (
     ParameterBulkItem,
     ParameterCreate,
     ParameterResponse,
     ParameterUpdate,
 )
-from app.services import params as P
+from exec_api.services import params as P
 
 router = APIRouter(prefix="/db/parameters", tags=["parameters"])
 

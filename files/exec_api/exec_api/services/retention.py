@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
-from app.services.paths import PathRefused, output_path_for
-from app.services.queue import TERMINAL, utcnow
+from exec_api.core.config import Settings
+from exec_api.services.paths import PathRefused, output_path_for
+from exec_api.services.queue import TERMINAL, utcnow
 
 log = logging.getLogger(__name__)
 

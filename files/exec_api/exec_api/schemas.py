@@ -24,7 +24,7 @@ def _no_nul(v: str) -> str:
 
 
 def _json_safe(v: Any) -> Any:
-    from app.services.params import _is_json_data
+    from exec_api.services.params import _is_json_data
 
     if not _is_json_data(v):
         raise ValueError("must be JSON data (finite numbers, string keys, nesting <= 20)")

@@ -2,7 +2,7 @@
 
 The child starts its kernel first and only then reads its job, so a runner can start it
 ahead of time ("ready run") and hand it a job later.  The job is one JSON line on stdin; the
-result is one JSON line on stdout.  See :mod:`app.services.runners` for the protocol.
+result is one JSON line on stdout.  See :mod:`exec_api.services.runners` for the protocol.
 
 Stdin stays open while the run lasts: end of file on stdin means the runner is gone (or
 has ended a ready run nobody took), and the child kills its kernel's whole process group and
@@ -25,7 +25,7 @@ import nbformat
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from app.services.kernels import Kernel
+from exec_api.services.kernels import Kernel
 
 DEFAULT_KERNEL = "python3"
 
@@ -66,7 +66,7 @@ class _Kernel:
             if proc is None or int(proc.pid) <= 1:
                 raise RuntimeError("no kernel process")
             # papermill loads while the kernel starts (two processes, two cores).
-            from app.services.engine import quiet_papermill
+            from exec_api.services.engine import quiet_papermill
 
             quiet_papermill()
 
@@ -134,9 +134,9 @@ def main() -> None:
 
 
 def run(job: dict[str, Any], k: _Kernel, run_ctx: list[Any] | None = None) -> dict[str, Any]:
-    """The job, run with papermill (:func:`app.services.engine.run_notebook`) as this
+    """The job, run with papermill (:func:`exec_api.services.engine.run_notebook`) as this
     process's user, who reads the notebook."""
-    from app.services.engine import Run, ipc_kernel_manager, quiet_papermill, run_notebook
+    from exec_api.services.engine import Run, ipc_kernel_manager, quiet_papermill, run_notebook
 
     quiet_papermill()
     try:

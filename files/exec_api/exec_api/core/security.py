@@ -29,8 +29,8 @@ import jwt
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.core.config import Settings, get_settings
-from app.services.paths import USERNAME_RE
+from exec_api.core.config import Settings, get_settings
+from exec_api.services.paths import USERNAME_RE
 
 
 @dataclass(frozen=True)

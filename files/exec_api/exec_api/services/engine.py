@@ -52,7 +52,7 @@ from papermill.exceptions import PapermillExecutionError
 from papermill.iorw import papermill_io
 from papermill.translators import PythonTranslator, papermill_translators
 
-from app.services.papermill_engine import (
+from exec_api.services.papermill_engine import (
     DEFAULT_KERNEL,
     ENGINE_NAME,
     ExecApiEngine,

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import nbformat
 
-from app.core.config import Settings
+from exec_api.core.config import Settings
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@\-]{0,99}$")

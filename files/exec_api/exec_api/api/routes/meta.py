@@ -10,11 +10,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app import __version__
-from app.api.deps import User
-from app.core.config import get_settings
-from app.core.db import get_sessionmaker
-from app.core.security import Authenticator, AuthError, get_authenticator
+from exec_api import __version__
+from exec_api.api.deps import User
+from exec_api.core.config import get_settings
+from exec_api.core.db import get_sessionmaker
+from exec_api.core.security import Authenticator, AuthError, get_authenticator
 
 router = APIRouter(tags=["service"])
 _bearer = HTTPBearer(auto_error=False)

@@ -15,20 +15,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings, get_settings
-from app.core.db import get_db, get_read_sessionmaker, get_sessionmaker
-from app.core.security import Principal, acting_user, current_user
-from app.models import Notebook, NotebookExecution, NotebookParameter
-from app.schemas import (
+from exec_api.core.config import Settings, get_settings
+from exec_api.core.db import get_db, get_read_sessionmaker, get_sessionmaker
+from exec_api.core.security import Principal, acting_user, current_user
+from exec_api.models import Notebook, NotebookExecution, NotebookParameter
+from exec_api.schemas import (
     MAX_ID,
     NotebookResponse,
     NotebookWithParameters,
     ParameterResponse,
     SubmitExecution,
 )
-from app.services import params as P
-from app.services import queue as q
-from app.services.paths import (
+from exec_api.services import params as P
+from exec_api.services import queue as q
+from exec_api.services.paths import (
     NotANotebook,
     NotebookTooLarge,
     PathRefused,

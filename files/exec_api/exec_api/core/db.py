@@ -10,7 +10,7 @@ import anyio.to_thread
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.config import Settings, get_settings
+from exec_api.core.config import Settings, get_settings
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -36,8 +36,8 @@ class QueueCollector(Collector):
         depth = GaugeMetricFamily("exec_api_queue_depth", "Executions waiting in the queue")
         running = GaugeMetricFamily("exec_api_running", "Executions running now")
         try:
-            from app.core.db import get_sessionmaker
-            from app.services.queue import queue_stats
+            from exec_api.core.db import get_sessionmaker
+            from exec_api.services.queue import queue_stats
 
             with get_sessionmaker()() as db:
                 stats = queue_stats(db)

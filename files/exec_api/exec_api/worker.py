@@ -2,7 +2,7 @@
 
 Runs inside the API process (``EXEC_API_WORKER_EMBEDDED=true``, the default) or on its own
 (``exec-api-worker``).  Each worker holds a session advisory lock on its id while it lives,
-which is how survivors recognise the executions of a dead worker (see app.services.queue).
+which is how survivors recognise the executions of a dead worker (see exec_api.services.queue).
 """
 
 from __future__ import annotations
@@ -23,16 +23,21 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.config import Settings, get_settings
-from app.models import NotebookParameter
-from app.services import metrics
-from app.services import queue as q
-from app.services.engine import DEFAULT_KERNEL, OutputTooLarge, notebook_kernel, quiet_papermill
-from app.services.params import discover
-from app.services.paths import PathRefused, output_path_for, read_notebook, resolve_notebook
-from app.services.runners import Control, Job, Outcome, Runner, make_runner
+from exec_api.core.config import Settings, get_settings
+from exec_api.models import NotebookParameter
+from exec_api.services import metrics
+from exec_api.services import queue as q
+from exec_api.services.engine import (
+    DEFAULT_KERNEL,
+    OutputTooLarge,
+    notebook_kernel,
+    quiet_papermill,
+)
+from exec_api.services.params import discover
+from exec_api.services.paths import PathRefused, output_path_for, read_notebook, resolve_notebook
+from exec_api.services.runners import Control, Job, Outcome, Runner, make_runner
 
-log = logging.getLogger("app.worker")
+log = logging.getLogger("exec_api.worker")
 
 
 def _psycopg_dsn(url: str) -> str:
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from app.core.db import get_sessionmaker
+    from exec_api.core.db import get_sessionmaker
 
     if args.metrics_port:
         from prometheus_client import start_http_server

@@ -3,8 +3,8 @@
 papermill loads this module through its entry point (``papermill.engine`` in
 ``pyproject.toml``) while it is itself being imported, so it imports only the parts of
 papermill that exist by then (``papermill.engines`` up to its registration, and the modules
-that one imports).  Import :mod:`app.services.engine`, which imports papermill first, rather
-than this module.  What the engine changes, and why, is in :mod:`app.services.engine`.
+that one imports).  Import :mod:`exec_api.services.engine`, which imports papermill first, rather
+than this module.  What the engine changes, and why, is in :mod:`exec_api.services.engine`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from papermill.log import logger as papermill_logger
 from papermill.utils import merge_kwargs, remove_args
 from traitlets import default
 
-from app.services.kernels import Kernel
+from exec_api.services.kernels import Kernel
 
 ENGINE_NAME = "exec_api"
 DEFAULT_KERNEL = "python3"  # a notebook that names no kernel (papermill's CLI wants -k)

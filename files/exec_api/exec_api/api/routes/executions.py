@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
-from app.api.deps import (
+from exec_api.api.deps import (
     DB,
     Cfg,
     IdPath,
@@ -20,17 +20,17 @@ from app.api.deps import (
     with_db,
     with_db_read,
 )
-from app.core.security import acting_user
-from app.models import NotebookExecution
-from app.schemas import (
+from exec_api.core.security import acting_user
+from exec_api.models import NotebookExecution
+from exec_api.schemas import (
     ExecutionHistoryResponse,
     ExecutionSubmitted,
     Status,
     SubmitExecution,
     Username,
 )
-from app.services import queue as q
-from app.services.paths import output_path_for
+from exec_api.services import queue as q
+from exec_api.services.paths import output_path_for
 
 router = APIRouter(prefix="/db/executions", tags=["executions"])
 

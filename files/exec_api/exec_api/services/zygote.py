@@ -5,7 +5,7 @@ zygote imports them once, then forks one fresh process per kernel on request, so
 execution still gets its own, isolated kernel process (copy-on-write memory, own session,
 own process group) without paying the import cost.
 
-Protocol (line-delimited JSON on stdin/stdout, spoken only by :mod:`app.services.kernels`):
+Protocol (line-delimited JSON on stdin/stdout, spoken only by :mod:`exec_api.services.kernels`):
 
 * request  ``{"op": "spawn", "connection_file": "/path/kernel.json", "cwd": "/dir"}``
   reply    ``{"pid": 1234}`` (or ``{"error": "..."}``)
@@ -25,7 +25,7 @@ import signal
 import sys
 from typing import Any
 
-from app.services.preload import PRELOAD
+from exec_api.services.preload import PRELOAD
 
 os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 

@@ -2,7 +2,7 @@
 
 * ``local``      in the worker process, on a pre-started kernel from the zygote pool
                  (fastest; runs as the service user; for tests and development).
-* ``subprocess`` one child process per run (``python -m app.services.child``) speaking the
+* ``subprocess`` one child process per run (``python -m exec_api.services.child``) speaking the
                  child protocol below; no systemd needed.
 * ``systemd``    the same child, started by ``systemd-run`` as the notebook owner's Unix user
                  in a transient unit with memory/CPU/task/runtime limits and
@@ -37,9 +37,9 @@ from typing import Any, Protocol
 
 import nbformat
 
-from app.core.config import Settings
-from app.services.engine import DEFAULT_KERNEL, OutputTooLarge
-from app.services.kernels import KernelPool, KernelStartError, kernel_env
+from exec_api.core.config import Settings
+from exec_api.services.engine import DEFAULT_KERNEL, OutputTooLarge
+from exec_api.services.kernels import KernelPool, KernelStartError, kernel_env
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class LocalRunner:
         return self.pool.ready_count()
 
     def run(self, job: Job, control: Control) -> Outcome:
-        from app.services.engine import Run, ipc_kernel_manager, run_notebook
+        from exec_api.services.engine import Run, ipc_kernel_manager, run_notebook
 
         try:
             nb = nbformat.read(job.notebook_path, as_version=4)
@@ -220,7 +220,7 @@ class Started:
 
 
 class SubprocessRunner:
-    """Runs each job in a child process (``python -m app.services.child``).
+    """Runs each job in a child process (``python -m exec_api.services.child``).
 
     Ready runs: after a user's run is handed over, the runner starts ``ready_per_user``
     children for that user ahead of time.  Each starts its own fresh kernel and waits for a
@@ -262,7 +262,7 @@ class SubprocessRunner:
 
     # ----------------------------------------------------------------- children
     def child_command(self) -> list[str]:
-        return [self.python, "-m", "app.services.child"]
+        return [self.python, "-m", "exec_api.services.child"]
 
     def _spawn(
         self, username: str, job: Job | None = None, kernel: str = DEFAULT_KERNEL

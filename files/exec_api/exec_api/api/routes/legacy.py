@@ -16,13 +16,13 @@ from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from app.api.deps import DB, Cfg, User, refuse_path, submit_execution, with_db_read
-from app.api.routes.executions import QUEUE_FULL, submitted
-from app.core.config import Settings
-from app.core.db import get_sessionmaker
-from app.core.security import Principal, acting_user
-from app.models import Notebook, NotebookExecution
-from app.schemas import (
+from exec_api.api.deps import DB, Cfg, User, refuse_path, submit_execution, with_db_read
+from exec_api.api.routes.executions import QUEUE_FULL, submitted
+from exec_api.core.config import Settings
+from exec_api.core.db import get_sessionmaker
+from exec_api.core.security import Principal, acting_user
+from exec_api.models import Notebook, NotebookExecution
+from exec_api.schemas import (
     ExecuteNotebookRequest,
     ExecuteRequest,
     ExecutionSubmitted,
@@ -32,8 +32,8 @@ from app.schemas import (
     SubmitExecution,
     Username,
 )
-from app.services import queue as q
-from app.services.paths import PathRefused, area_to_list
+from exec_api.services import queue as q
+from exec_api.services.paths import PathRefused, area_to_list
 
 router = APIRouter(tags=["execution (legacy endpoints)"])
 

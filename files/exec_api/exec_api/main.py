@@ -1,4 +1,4 @@
-"""The FastAPI application.  Start with: ``uvicorn app.main:app``."""
+"""The FastAPI application.  Start with: ``uvicorn exec_api.main:app``."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import __version__
-from app.api.routes import executions, legacy, meta, notebooks, parameters
-from app.core.config import Settings, get_settings
-from app.core.db import get_sessionmaker
-from app.core.security import Authenticator
-from app.services.metrics import register_queue_collector
+from exec_api import __version__
+from exec_api.api.routes import executions, legacy, meta, notebooks, parameters
+from exec_api.core.config import Settings, get_settings
+from exec_api.core.db import get_sessionmaker
+from exec_api.core.security import Authenticator
+from exec_api.services.metrics import register_queue_collector
 
-log = logging.getLogger("app")
+log = logging.getLogger("exec_api")
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         run_worker = settings.worker_embedded if start_worker is None else start_worker
         worker = None
         if run_worker:
-            from app.worker import Worker
+            from exec_api.worker import Worker
 
             worker = Worker(settings, get_sessionmaker())
             await run_in_threadpool(worker.start)  # blocking: off the event loop
@@ -228,7 +228,7 @@ _app: FastAPI | None = None
 
 
 def __getattr__(name: str) -> FastAPI:
-    # ``uvicorn app.main:app`` builds the app on first access, so importing this module
+    # ``uvicorn exec_api.main:app`` builds the app on first access, so importing this module
     # (tests, tools) does not need settings.
     global _app
     if name == "app":

@@ -2,7 +2,7 @@
 
 Each execution takes one fresh kernel that was started ahead of time and the kernel is
 killed (SIGKILL to its process group: no gentle shutdown) as soon as the run ends.  Kernels
-are forked from a zygote process (:mod:`app.services.zygote`) that has already imported
+are forked from a zygote process (:mod:`exec_api.services.zygote`) that has already imported
 ipykernel, and talk over the ``ipc`` transport (Unix sockets in a private directory), so
 there are no TCP ports to race for.
 """
@@ -100,7 +100,7 @@ class Zygote:
     def __init__(self) -> None:
         env = kernel_env()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.services.zygote"],
+            [sys.executable, "-m", "exec_api.services.zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

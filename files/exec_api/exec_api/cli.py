@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.client import DEFAULT_URL, ExecApiClient, ExecApiError
+from exec_api.client import DEFAULT_URL, ExecApiClient, ExecApiError
 
 
 def _value(text: str) -> Any:
@@ -138,9 +138,9 @@ def retention(args: argparse.Namespace) -> int:
     """Runs against the database with the service's settings (no API, no token)."""
     import logging
 
-    from app.core.config import get_settings
-    from app.core.db import get_sessionmaker
-    from app.services import retention as r
+    from exec_api.core.config import get_settings
+    from exec_api.core.db import get_sessionmaker
+    from exec_api.services import retention as r
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s %(message)s")

@@ -1,6 +1,6 @@
 """A typed Python client for the exec API.
 
-    from app.client import ExecApiClient
+    from exec_api.client import ExecApiClient
     with ExecApiClient.from_env() as api:
         nb = api.register_notebook("reports/monthly.ipynb", name="monthly")
         ex = api.run(notebook_id=nb.id, parameters={"month": "2024-05"})
@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from app.schemas import (
+from exec_api.schemas import (
     ExecutionHistoryResponse,
     ExecutionSubmitted,
     NotebookResponse,

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from app.models import NotebookExecution
+from exec_api.models import NotebookExecution
 
 QUEUE_CHANNEL = "exec_api_queue"
 CANCEL_CHANNEL = "exec_api_cancel"
