@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,14 @@ def local_inventory(tmp_path: Path) -> Path:
     text += "".join(f"    {g}:\n      hosts:\n        local1:\n" for g in groups)
     (inv / "hosts.yml").write_text(text)
     return inv / "hosts.yml"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The host tests each molecule scenario ran (tests/test_molecule.py), by name and outcome."""
+    results = getattr(sys.modules.get("test_molecule"), "RESULTS", {})
+    for scenario, tests in results.items():
+        terminalreporter.section(f"host tests of molecule scenario {scenario}: {tests.counts()}")
+        for outcome, names in tests.outcomes.items():
+            for name in names:
+                why = f" ({tests.details[name].splitlines()[0]})" if outcome == "skipped" else ""
+                terminalreporter.line(f"{outcome.upper():8} {name}{why}")

@@ -1,29 +1,69 @@
-"""Every molecule scenario, on booted systemd-nspawn test hosts: converge, idempotence, verify.
+"""Every molecule scenario, on booted systemd-nspawn test hosts, one step at a time: destroy,
+syntax, create, converge, idempotence, verify (the host tests of molecule/tests/), destroy.
 
-Each scenario's full output is kept in .molecule-logs/<scenario>.log for reading after a failure.
+A failure names its step. A failed verify lists the host tests that failed, from the JUnit file
+pytest writes (.molecule-logs/<scenario>.xml); a failed converge shows the end of that step's
+output. Each scenario's full output is kept in .molecule-logs/<scenario>.log, and the summary at
+the end of the run lists every host test of every scenario by outcome.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from conftest import BIN, ROOT, run
 
 LOGS = ROOT / ".molecule-logs"
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+STEPS = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
+
+# Filled by test_scenario, printed by pytest_terminal_summary (tests/conftest.py).
+RESULTS: dict[str, HostTests] = {}
 
 
-def failure(text: str, before: int = 3, after: int = 80) -> str:
-    """What a failed run printed about its failure: each failed task with its output (the
-    "fatal:"/"failed:" blocks, which CI may show without the full log), then the last lines."""
-    lines = text.splitlines()
-    shown: list[str] = []
-    for i, line in enumerate(lines):
-        if re.match(r"^[\s│]*(fatal|failed): \[", line):  # molecule may box the output in "│"
-            shown += ["...", *lines[max(0, i - before) : i + after]]
-    return "\n".join([*shown[:400], "... last lines:", *lines[-40:]])
+@dataclass
+class HostTests:
+    """What a scenario's verify ran, read from pytest's JUnit XML."""
+
+    outcomes: dict[str, list[str]] = field(default_factory=lambda: {"passed": [], "failed": [], "skipped": []})
+    details: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> HostTests:
+        result = cls()
+        for case in ET.parse(path).iter("testcase"):
+            name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+            bad = case.find("failure")
+            if bad is None:
+                bad = case.find("error")
+            skip = case.find("skipped")
+            if bad is not None:
+                result.outcomes["failed"].append(name)
+                result.details[name] = (bad.get("message") or "") + "\n" + (bad.text or "")[-3000:]
+            elif skip is not None:
+                result.outcomes["skipped"].append(name)
+                result.details[name] = skip.get("message") or ""
+            else:
+                result.outcomes["passed"].append(name)
+        return result
+
+    def counts(self) -> str:
+        return ", ".join(f"{len(v)} {k}" for k, v in self.outcomes.items())
+
+
+def molecule(step: str, scenario: str, log: Path) -> tuple[int, str]:
+    env = {"PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
+    start = time.monotonic()
+    out = run([str(BIN / "molecule"), step, "-s", scenario], env=env, timeout=2400)
+    text = out.stdout + out.stderr
+    with log.open("a") as f:
+        f.write(f"\n===== molecule {step} -s {scenario}: rc {out.returncode}, {time.monotonic() - start:.0f} s\n{text}")
+    return out.returncode, text
 
 
 @pytest.mark.molecule
@@ -34,26 +74,37 @@ def test_scenario(scenario):
         check = run(["bash", str(skip_reason)])
         if check.returncode != 0:
             pytest.skip(check.stdout.strip() or f"{scenario}: prerequisites missing")
-    env = {"PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
-    out = run([str(BIN / "molecule"), "test", "-s", scenario], env=env, timeout=2400)
     LOGS.mkdir(exist_ok=True)
-    log = LOGS / f"{scenario}.log"
-    log.write_text(out.stdout + out.stderr)
-    why = failure(out.stdout + out.stderr)
-    assert out.returncode == 0, f"molecule test -s {scenario} failed (full log: {log}):\n{why}"
-    # The idempotence step passed only if the second converge changed nothing; say so in the log.
-    recaps = re.findall(r"^\S+\s+: ok=\d+\s+changed=(\d+)", out.stdout, re.M)
-    assert recaps, "no play recap in molecule's output"
+    log, junit = LOGS / f"{scenario}.log", LOGS / f"{scenario}.xml"
+    log.write_text("")
+    junit.unlink(missing_ok=True)
+    try:
+        for step in STEPS:
+            rc, text = molecule(step, scenario, log)
+            if step == "verify" and junit.exists():
+                RESULTS[scenario] = tests = HostTests.read(junit)
+                failed = "\n\n".join(f"FAILED {n}: {tests.details[n]}" for n in tests.outcomes["failed"])
+                assert rc == 0 and not failed, f"host tests of {scenario}: {tests.counts()}\n{failed}"
+                assert tests.outcomes["passed"], f"verify of {scenario} passed no host test: {tests.counts()}"
+            tail = "\n".join(text.splitlines()[-150:])
+            assert rc == 0, f"molecule {step} -s {scenario} failed (full log: {log}); its last lines:\n{tail}"
+    finally:
+        molecule("destroy", scenario, log)
 
 
-def test_failure_shows_the_failed_task_not_only_the_last_lines():
-    text = "\n".join(
-        ["TASK [Chromium check] ***", "fatal: [api1 -> localhost]: FAILED! => changed=true",
-         "  stdout_lines:", "  - 'FAILED: no output within 120 s'"]
-        + [f"cleanup line {i}" for i in range(200)]
-    )  # fmt: skip
-    shown = failure(text)
-    assert "FAILED: no output within 120 s" in shown and "TASK [Chromium check]" in shown
-    assert "cleanup line 199" in shown
-    assert failure("all good\nPLAY RECAP").startswith("... last lines:")
-    assert "FAILED: boxed" in failure("  │ fatal: [api1]: FAILED! =>\n  │   FAILED: boxed\nend")
+def test_host_tests_are_read_from_junit(tmp_path):
+    xml = tmp_path / "r.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="molecule.tests.sso.test_sso" name="test_alice_logs_in"/>'
+        '<testcase classname="molecule.tests.sso.test_sso" name="test_forged_state_refused">'
+        '<failure message="AssertionError: got 200">evidence</failure></testcase>'
+        '<testcase classname="molecule.tests.keycloak.test_kc" name="test_realm">'
+        '<skipped message="no Keycloak archive"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    tests = HostTests.read(xml)
+    assert tests.counts() == "1 passed, 1 failed, 1 skipped"
+    assert tests.outcomes["failed"] == ["test_sso::test_forged_state_refused"]
+    assert "got 200" in tests.details["test_sso::test_forged_state_refused"]
+    assert tests.details["test_kc::test_realm"] == "no Keycloak archive"

@@ -8,16 +8,9 @@ A check prints ``ok: ...`` or stops the script with ``FAILED: ...``; figures are
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import urllib.parse
 from pathlib import Path
-
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 
 def fail(msg: str) -> None:
@@ -39,75 +32,10 @@ def figure(msg: str) -> None:
     print(f"figure: {msg}", flush=True)
 
 
-def nss_home(ca: str) -> str:
-    """A HOME whose NSS database trusts the install's CA (Chromium reads it), and nothing else
-    added; removed when the script ends."""
-    home = tempfile.mkdtemp(prefix="browser-check-home-")
-    atexit.register(shutil.rmtree, home, ignore_errors=True)
-    db = Path(home, ".pki/nssdb")
-    db.mkdir(parents=True)
-    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-d", f"sql:{db}", "-A", "-n", "platform-ca", "-t", "C,,", "-i", ca], check=True)
-    return home
-
-
-# How each browser chromium() started was launched, so a second one can be started like it.
-_LAUNCHED: dict[int, tuple[str, dict[str, str], str]] = {}
-
-
-def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/chromium"):
-    """Debian's Chromium: the platform's names resolve to the given addresses, only the CA is added."""
-    rules = ",".join(f"MAP {host} {ip}" for host, ip in resolve.items())
-    browser = pw.chromium.launch(
-        executable_path=executable,
-        args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
-        env={**os.environ, "HOME": nss_home(ca)},
-    )
-    _LAUNCHED[id(browser)] = (ca, resolve, executable)
-    return browser
-
-
-def _submit_form(page, user: dict) -> None:
-    page.fill("#username", user["username"])
-    page.fill("#password", user["password"])
-
-
-def sign_in(page, start_url: str, user: dict) -> None:
-    """From the client's start_url through the provider's login form and back to the client."""
-    page.goto(start_url)
-    page.wait_for_selector("#username", timeout=30000)
-    _submit_form(page, user)
-    with page.expect_navigation():
-        page.click("#sign-in")
-    page.wait_for_load_state()
-
-
-def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:
-    """Starts a login at start_url in page, signs in at the provider's form, and keeps the browser
-    from reaching the client's callback (a URL prefix). Returns the callback URL the provider
-    issued: a real, unused code with the state the client really sent; page's context still holds
-    the client's side of the login (its session or state cookie).
-
-    Playwright does not route the target of a redirect, so the form is submitted from a second
-    browser, launched like page's with page's cookies, in which the client's host name does not
-    resolve."""
-    page.goto(start_url)
-    page.wait_for_selector("#username", timeout=30000)
-    ca, resolve, executable = _LAUNCHED[id(page.context.browser)]
-    host = urllib.parse.urlsplit(callback).hostname
-    blind = chromium(pw, ca, {**{h: a for h, a in resolve.items() if h != host}, host: "~NOTFOUND"}, executable)
-    try:
-        form = blind.new_context(storage_state=page.context.storage_state()).new_page()
-        form.goto(page.url)
-        _submit_form(form, user)
-        with form.expect_request(lambda r: r.url.startswith(callback), timeout=30000) as request:
-            form.click("#sign-in", no_wait_after=True)
-        return request.value.url
-    except PlaywrightTimeoutError:
-        fail(f"the provider never redirected {user['username']} to {callback}")  # exits
-        return ""
-    finally:
-        blind.close()
+# The browser itself lives with the host tests (molecule/tests/browser.py); the scripts not yet
+# moved there import it from here.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from browser import chromium, held_callback, nss_home, sign_in  # noqa: E402,F401
 
 
 def with_state(url: str, state: str) -> str:

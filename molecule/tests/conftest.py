@@ -1,9 +1,14 @@
 """Fixtures of the host tests: the scenario's hosts, the platform's names and CA, its secrets, and
 platform users (a hub API token each, their own server, a kernel in it).
 
-Run against a scenario's inventory (molecule's verify does this):
+Molecule's verify runs them (its testinfra verifier, configured in .config/molecule/config.yml),
+each scenario picking its tests by marker (`verifier.options.m` in its molecule.yml). A test in a
+subdirectory carries the directory's name as a marker (molecule/tests/exec_api/ -> `exec_api`).
+By hand, against a converged scenario:
 
-    pytest molecule/tests --platform-inventory <inventory file or dir>
+    pytest molecule/tests -m exec_api --platform-inventory <inventory file or dir>
+
+(`--ansible-inventory`, which molecule passes, works as well.)
 
 Secrets are read from `.secrets/` beside the inventory (where the lookup plugin generated them),
 or from --platform-secrets.
@@ -22,7 +27,7 @@ import testinfra
 from hostlib import Hub, browser_hub_token, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "molecule/shared"))
+sys.path.insert(0, str(ROOT / "files/exec_api"))  # the exec API's own typed client: exec_api.client
 BIN = Path(sys.executable).parent
 os.environ["PATH"] = f"{BIN}:{os.environ['PATH']}"  # testinfra's ansible backend runs ansible-inventory
 
@@ -79,9 +84,20 @@ def pytest_addoption(parser):
     parser.addoption("--platform-secrets", help="the install's secrets directory (default: .secrets beside it)")
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test in molecule/tests/<area>/ carries the marker <area>: a scenario selects by area."""
+    here = Path(__file__).parent
+    for item in items:
+        rel = Path(item.path).resolve().relative_to(here)
+        if len(rel.parts) > 1:
+            item.add_marker(getattr(pytest.mark, rel.parts[0]))
+
+
 @pytest.fixture(scope="session")
 def inventory_path(request) -> Path:
-    value = request.config.getoption("--platform-inventory")
+    value = request.config.getoption("--platform-inventory") or request.config.getoption(
+        "ansible_inventory", default=None
+    )
     if not value:
         pytest.skip("no --platform-inventory: these tests run on booted test hosts (molecule verify)")
     return Path(value).resolve()
@@ -96,6 +112,34 @@ def inventory(inventory_path) -> dict:
 
 def _group(inventory: dict, name: str) -> list[str]:
     return inventory.get(name, {}).get("hosts", [])
+
+
+@pytest.fixture(scope="session")
+def group_hosts(inventory, inventory_path):
+    """group_hosts("superset") -> the group's hosts as testinfra hosts; skips when the scenario
+    has none."""
+
+    def get(name: str) -> list:
+        names = _group(inventory, name)
+        if not names:
+            pytest.skip(f"this scenario has no {name} host")
+        return [testinfra.get_host(f"ansible://{n}", ansible_inventory=str(inventory_path)) for n in names]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def browser(ca, names):
+    """Debian's Chromium through Playwright, trusting the install's CA, the platform's names
+    mapped to the nginx host: for what a person's browser does (forms, redirects, cookies)."""
+    from browser import chromium
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = chromium(pw, ca, names)
+        b.playwright = pw  # held_callback() launches a second browser like this one
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +232,7 @@ def api_url(domain, names) -> str:
 @pytest.fixture(scope="session")
 def hub_tokens(hub_url, ca, names, users) -> dict[str, str]:
     """alice's and bob's hub API tokens, each made after a real browser login."""
-    from checklib import chromium, sign_in
+    from browser import chromium, sign_in
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

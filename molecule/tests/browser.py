@@ -1,0 +1,96 @@
+"""A person's browser, for the tests where one matters (the provider's form, redirects, cookies,
+a page loading): Debian's Chromium driven by Playwright, trusting only the install's CA, with the
+platform's names mapped to the test hosts, and a login held back at the client's callback (for
+the forged-state tests). The `browser` fixture in conftest.py launches one per test session.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+
+def nss_home(ca: str) -> str:
+    """A HOME whose NSS database trusts the install's CA (Chromium reads it), and nothing else
+    added; removed when the process ends."""
+    home = tempfile.mkdtemp(prefix="browser-check-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    db = Path(home, ".pki/nssdb")
+    db.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", f"sql:{db}", "-A", "-n", "platform-ca", "-t", "C,,", "-i", ca], check=True)
+    return home
+
+
+# How each browser chromium() started was launched, so a second one can be started like it.
+_LAUNCHED: dict[int, tuple[str, dict[str, str], str]] = {}
+
+
+def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/chromium"):
+    """Debian's Chromium: the platform's names resolve to the given addresses, only the CA is added."""
+    rules = ",".join(f"MAP {host} {ip}" for host, ip in resolve.items())
+    browser = pw.chromium.launch(
+        executable_path=executable,
+        args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
+        env={**os.environ, "HOME": nss_home(ca)},
+    )
+    _LAUNCHED[id(browser)] = (ca, resolve, executable)
+    return browser
+
+
+def _submit_form(page, user: dict) -> None:
+    page.fill("#username", user["username"])
+    page.fill("#password", user["password"])
+
+
+def sign_in(page, start_url: str, user: dict) -> None:
+    """From the client's start_url through the provider's login form and back to the client."""
+    page.goto(start_url)
+    page.wait_for_selector("#username", timeout=30000)
+    _submit_form(page, user)
+    with page.expect_navigation():
+        page.click("#sign-in")
+    page.wait_for_load_state()
+
+
+def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:
+    """Starts a login at start_url in page, signs in at the provider's form, and keeps the browser
+    from reaching the client's callback (a URL prefix). Returns the callback URL the provider
+    issued: a real, unused code with the state the client really sent; page's context still holds
+    the client's side of the login (its session or state cookie).
+
+    Playwright does not route the target of a redirect, so the form is submitted from a second
+    browser, launched like page's with page's cookies, in which the client's host name does not
+    resolve."""
+    page.goto(start_url)
+    page.wait_for_selector("#username", timeout=30000)
+    ca, resolve, executable = _LAUNCHED[id(page.context.browser)]
+    host = urllib.parse.urlsplit(callback).hostname
+    blind = chromium(pw, ca, {**{h: a for h, a in resolve.items() if h != host}, host: "~NOTFOUND"}, executable)
+    try:
+        form = blind.new_context(storage_state=page.context.storage_state()).new_page()
+        form.goto(page.url)
+        _submit_form(form, user)
+        with form.expect_request(lambda r: r.url.startswith(callback), timeout=30000) as request:
+            form.click("#sign-in", no_wait_after=True)
+        return request.value.url
+    except PlaywrightTimeoutError as e:
+        raise AssertionError(f"the provider never redirected {user['username']} to {callback}") from e
+    finally:
+        blind.close()
+
+
+def with_state(url: str, state: str) -> str:
+    """The same callback URL with another state."""
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    assert "code" in query and "state" in query, f"the provider's callback carries no code and state: {url}"
+    query["state"] = state
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
