@@ -9,6 +9,7 @@ reach the same nginx virtual hosts a person's browser would.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -41,6 +42,20 @@ def until(cond, timeout: float, what: str, step: float = 0.5):
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(step)
+
+
+def exposure(host, unit: str) -> float:
+    """The unit's overall exposure level in `systemd-analyze security` (0 safe .. 10 exposed)."""
+    out = host.run(f"systemd-analyze security --no-pager {unit}")
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
+    assert match, f"systemd-analyze security {unit}: {out.stdout[-500:]} {out.stderr}"
+    return float(match.group(1))
+
+
+def unit_props(host, unit: str, *keys: str) -> dict[str, str]:
+    """`systemctl show` properties of a unit on a testinfra host."""
+    out = host.check_output(f"systemctl show {unit} -p {','.join(keys)}")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 @dataclass
