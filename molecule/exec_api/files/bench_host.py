@@ -2,7 +2,7 @@
 """Benchmark of the deployed exec API on its booted host, beside papermill's CLI in the same run.
 
 Not a test: prints figures. Run by `molecule side-effect -s exec_api` (bench.yml) after a
-converge and verify; it uses alice's token from the identity provider (/root/e2e-tokens.json).
+converge; it uses alice's token from the identity provider (/root/e2e-tokens.json, from bench.yml).
 
 Both sides run the same trivial notebook as the Unix user alice:
 - the exec API through nginx over HTTPS: each run is a transient systemd unit as alice with its
