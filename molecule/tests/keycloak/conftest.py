@@ -1,0 +1,119 @@
+"""Fixtures of Keycloak's tests (scenario `keycloak`): its host, its public URL through nginx,
+and its Admin REST API asked on the host (Keycloak listens on loopback only) as the permanent
+administrator. Keycloak's server archive cannot be downloaded on the development and CI
+machines: without one (KEYCLOAK_ARCHIVE, as molecule/keycloak/skip_unless.sh) every test here is
+skipped with that reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hostlib import resolve
+
+NO_ARCHIVE = (
+    "Keycloak's server archive cannot be downloaded here, so Keycloak never ran: set "
+    "KEYCLOAK_ARCHIVE=/path/to/keycloak-<version>.tar.gz (the release pinned in "
+    "roles/keycloak/defaults/main.yml) and run the keycloak scenario"
+)
+
+# Runs on the Keycloak host with the system's python3: logs in to the master realm as `user`
+# (password from a root-only file, never a command line), then GETs Admin REST API paths. Client
+# secrets leave the host only as their SHA-256.
+ADMIN_PROBE = r"""
+import hashlib, json, sys, urllib.error, urllib.parse, urllib.request
+base, user, password_file, *paths = sys.argv[1:]
+with open(password_file) as f:
+    form = {"grant_type": "password", "client_id": "admin-cli", "username": user, "password": f.read().strip()}
+try:
+    with urllib.request.urlopen(base + "/realms/master/protocol/openid-connect/token",
+                                urllib.parse.urlencode(form).encode(), timeout=30) as r:
+        token = json.load(r)["access_token"]
+except urllib.error.HTTPError as e:
+    print(json.dumps({"login": e.code}))
+    sys.exit(0)
+def hide(value):
+    if isinstance(value, dict):
+        return {(k + "_sha256" if k == "secret" else k): (hashlib.sha256(v.encode()).hexdigest() if k == "secret"
+                else hide(v)) for k, v in value.items()}
+    return [hide(v) for v in value] if isinstance(value, list) else value
+out = {"login": 200}
+for p in paths:
+    req = urllib.request.Request(base + "/admin/realms/" + p, headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        out[p] = hide(json.load(r))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _keycloak_archive():
+    """Before any other fixture: without an archive, nothing here can run."""
+    archive = os.environ.get("KEYCLOAK_ARCHIVE", "")
+    if not (archive and Path(archive).is_file()):
+        pytest.skip(NO_ARCHIVE)
+
+
+@pytest.fixture(scope="session")
+def kc(group_hosts):
+    """The Keycloak host (root over SSH)."""
+    return group_hosts("keycloak")[0]
+
+
+@pytest.fixture(scope="session")
+def kc_vars(kc, inventory, hostvars) -> dict:
+    return hostvars[inventory["keycloak"]["hosts"][0]]
+
+
+@pytest.fixture(scope="session")
+def realm(kc_vars) -> str:
+    return kc_vars.get("platform_keycloak_realm", "platform")
+
+
+@pytest.fixture(scope="session")
+def kc_domain(kc_vars) -> str:
+    return kc_vars.get("platform_domain", "platform.test")
+
+
+@pytest.fixture(scope="session")
+def auth_url(inventory, hostvars, group_hosts, kc_domain) -> str:
+    """https://auth.<domain>, the name mapped to the nginx host in this process."""
+    group_hosts("nginx")  # skips without one
+    name = f"auth.{kc_domain}"
+    resolve({name: hostvars[inventory["nginx"]["hosts"][0]]["ansible_host"]})
+    return f"https://{name}"
+
+
+@pytest.fixture(scope="session")
+def admin_login(kc, secrets_dir):
+    """admin_login(user, secret_name, *paths) -> {"login": status, path: JSON answer, ...}."""
+    copied: list[str] = []
+
+    def login(user: str, secret_name: str, *paths: str) -> dict:
+        secret = Path(secrets_dir) / secret_name
+        assert secret.is_file(), f"no {secret_name} in {secrets_dir}"
+        dest = f"/root/.platform-tests-{secret_name}"
+        if dest not in copied:
+            kc.ansible("copy", f"src={secret} dest={dest} owner=root group=root mode=0600", check=False)
+            copied.append(dest)
+        args = [ADMIN_PROBE, "http://127.0.0.1:8080", user, dest, *paths]
+        out = kc.run("python3 -c" + " %s" * len(args), *args)
+        assert out.rc == 0, f"the Admin API probe as {user}: rc {out.rc} {out.stderr[-800:]}"
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    yield login
+    for dest in copied:
+        kc.run("rm -f %s", dest)
+
+
+@pytest.fixture(scope="session")
+def admin_api(admin_login, kc_vars, realm) -> dict:
+    """What the permanent administrator reads: the realm, its clients, scopes, groups, a user."""
+    paths = [realm, f"{realm}/clients", f"{realm}/client-scopes", f"{realm}/groups",
+             f"{realm}/users?username=alice-a&exact=true",
+             "master/users?username=bootstrap-admin&exact=true"]  # fmt: skip
+    got = admin_login(kc_vars.get("keycloak_admin_username", "platform-admin"), "keycloak_admin_password", *paths)
+    assert got["login"] == 200, f"the permanent administrator could not log in: HTTP {got['login']}"
+    return got
