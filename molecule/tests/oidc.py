@@ -41,10 +41,6 @@ def b64e(b: bytes) -> str:
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
-def unverified_claims(token: str) -> dict:
-    return json.loads(b64d(token.split(".")[1]))
-
-
 def forged(token: str) -> str:
     """The same header (key id included) and claims, signed with a fresh RSA key of our own."""
     head, claims, _ = token.split(".")
