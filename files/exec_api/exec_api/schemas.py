@@ -173,13 +173,6 @@ class ExecutionHistoryResponse(BaseModel):
     report_mode: bool = False
 
 
-class ExecutionPage(BaseModel):
-    items: list[ExecutionHistoryResponse]
-    total: int
-    skip: int
-    limit: int
-
-
 # papermill's options a submission may not set, and why (an unknown field is refused too).
 UNSUPPORTED_OPTIONS = {
     "cwd": "a run starts in its notebook's own directory",
@@ -289,5 +282,11 @@ class ExecutionSubmitted(BaseModel):
     execution: ExecutionHistoryResponse
 
 
-class Message(BaseModel):
-    message: str
+# The answer a submission endpoint gives when its owner's queue is full (for the OpenAPI
+# description; services.submissions raises it).
+QUEUE_FULL: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "the owner has EXEC_API_MAX_QUEUED_PER_USER runs queued; "
+        "the Retry-After header says when to try again"
+    }
+}

@@ -1,4 +1,4 @@
-"""Database engine and sessions (SQLAlchemy 2, psycopg 3)."""
+"""Database engine and sessions (SQLAlchemy 2, psycopg 3), and the request's session."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,28 +43,44 @@ def get_read_sessionmaker() -> sessionmaker[Session]:
 
 
 async def get_db() -> AsyncIterator[Session]:
-    """FastAPI dependency: one session per request (used by sync endpoints, in threads).
-
-    Creating a session does no I/O; closing one that still holds a connection does (a
-    rollback), so that happens in a worker thread, never on the event loop."""
+    """FastAPI dependency: the request's session.  Nothing is committed for the route: what it
+    does not commit itself is rolled back when the session closes."""
     db = get_sessionmaker()()
     try:
         yield db
     finally:
-        if db.in_transaction():
-            # Own threads for the clean-up: if it queued behind request work for the shared
-            # thread pool, request threads waiting for a pooled connection could block the
-            # very clean-ups that give connections back (a deadlock until the pool timeout).
-            await anyio.to_thread.run_sync(db.close, limiter=_close_limiter())
-        else:
-            db.close()
+        await _close(db)
 
 
-_CLOSE_LIMITER: anyio.CapacityLimiter | None = None
+async def get_read_db() -> AsyncIterator[Session]:
+    """FastAPI dependency: the request's session for routes that only read (autocommit)."""
+    db = get_read_sessionmaker()()
+    try:
+        yield db
+    finally:
+        await _close(db)
+
+
+async def _close(db: Session) -> None:
+    """Creating a session does no I/O, so it happens on the event loop; closing one that still
+    holds a connection does (a rollback), so that happens in a thread of a limiter of its own:
+    if it queued behind request work for the shared thread pool, request threads waiting for a
+    pooled connection could block the very clean-ups that give connections back (a deadlock
+    until the pool timeout)."""
+    if db.in_transaction():
+        await anyio.to_thread.run_sync(db.close, limiter=_close_limiter())
+    else:
+        db.close()
+
+
+_CLOSE_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("exec_api_close_limiter")
 
 
 def _close_limiter() -> anyio.CapacityLimiter:
-    global _CLOSE_LIMITER
-    if _CLOSE_LIMITER is None:
-        _CLOSE_LIMITER = anyio.CapacityLimiter(8)
-    return _CLOSE_LIMITER
+    """Eight threads for closing sessions, per event loop."""
+    try:
+        return _CLOSE_LIMITER.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(8)
+        _CLOSE_LIMITER.set(limiter)
+        return limiter

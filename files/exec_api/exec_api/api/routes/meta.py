@@ -6,14 +6,14 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from exec_api import __version__
-from exec_api.api.deps import User
+from exec_api.api.deps import CurrentUser, DbSession
 from exec_api.core.config import get_settings
-from exec_api.core.db import get_sessionmaker
 from exec_api.core.security import Authenticator, AuthError, get_authenticator
 
 router = APIRouter(tags=["service"])
@@ -21,7 +21,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 @router.get("/")
-async def root(user: User) -> dict[str, Any]:
+async def root(user: CurrentUser) -> dict[str, Any]:
     """API info."""
     return {
         "service": "exec-api",
@@ -74,11 +74,10 @@ def probe_access(
 
 
 @router.get("/ready", dependencies=[Depends(probe_access)])
-def ready(request: Request) -> Response:
+async def ready(request: Request, db: DbSession) -> Response:
     """Readiness: the database answers (and the worker runs, if embedded)."""
     try:
-        with get_sessionmaker()() as db:
-            db.execute(text("SELECT 1"))
+        await run_in_threadpool(db.execute, text("SELECT 1"))
     except Exception as e:  # noqa: BLE001 - any DB failure means not ready
         return Response(
             f'{{"status":"not ready","database":"{type(e).__name__}"}}',
