@@ -112,11 +112,12 @@ def env(db_url: str, idp: IdP, workdir: Path) -> Iterator[dict[str, str]]:
 
 def _clear_caches() -> None:
     from exec_api.core.config import get_settings
-    from exec_api.core.db import get_engine, get_sessionmaker
+    from exec_api.core.db import get_engine, get_read_sessionmaker, get_sessionmaker
 
     get_settings.cache_clear()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
+    get_read_sessionmaker.cache_clear()
 
 
 @pytest.fixture(scope="module")

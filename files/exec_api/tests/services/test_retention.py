@@ -105,7 +105,7 @@ def test_orphaned_outputs_are_swept_once_a_day_old(setup):
 def test_the_cli_command_uses_the_service_settings(setup, monkeypatch, capsys):
     from exec_api import cli
     from exec_api.core.config import get_settings
-    from exec_api.core.db import get_engine, get_sessionmaker
+    from exec_api.core.db import get_engine, get_read_sessionmaker, get_sessionmaker
 
     settings, sf, url = setup
     eid = add(sf, settings, "dave", "succeeded", 400)
@@ -113,7 +113,7 @@ def test_the_cli_command_uses_the_service_settings(setup, monkeypatch, capsys):
     monkeypatch.setenv("EXEC_API_OUTPUT_ROOT", settings.output_root)
     monkeypatch.setenv("EXEC_API_OIDC_ISSUER", "http://i")
     monkeypatch.setenv("EXEC_API_OIDC_AUDIENCE", "a")
-    for c in (get_settings, get_engine, get_sessionmaker):
+    for c in (get_settings, get_engine, get_sessionmaker, get_read_sessionmaker):
         c.cache_clear()
     try:
         assert cli.main(["retention", "--dry-run"]) == 0
@@ -125,5 +125,5 @@ def test_the_cli_command_uses_the_service_settings(setup, monkeypatch, capsys):
         assert eid not in ids(sf)
     finally:
         get_engine().dispose()
-        for c in (get_settings, get_engine, get_sessionmaker):
+        for c in (get_settings, get_engine, get_sessionmaker, get_read_sessionmaker):
             c.cache_clear()
