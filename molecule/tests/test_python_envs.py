@@ -1,0 +1,65 @@
+"""Every Python environment the roles build (roles/python_env): installed from its lock with
+bytecode compiled, root's, nothing writable by others, uv's lock files root's alone.
+
+Users cannot write __pycache__ in these root-owned environments, so a module without compiled
+bytecode is compiled from source again at every server start, kernel and run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.platform
+
+# The environments each group's role builds, at the roles' default homes.
+ENVIRONMENTS = {
+    "exec_api": ["/opt/exec-api/venv"],
+    "jupyterhub": ["/opt/jupyterhub/venv", "/opt/jupyterhub/user-venv"],
+    "superset": ["/opt/superset/venv"],
+}
+CASES = [(group, path) for group, paths in ENVIRONMENTS.items() for path in paths]
+
+
+def _uncompiled(host, venv: str) -> tuple[int, list[str]]:
+    """How many modules the environment has, and those without bytecode for this Python."""
+    script = r"""
+import importlib.util, pathlib, sys
+site = pathlib.Path(sys.argv[1])
+mods = [p for p in site.rglob("*.py") if "__pycache__" not in p.parts]
+missing = [str(p) for p in mods if not pathlib.Path(importlib.util.cache_from_source(str(p))).exists()]
+print(len(mods)); print("\n".join(missing))
+"""
+    site = host.check_output(f"{venv}/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'")
+    out = host.check_output(f"{venv}/bin/python -c {_quote(script)} {site}").splitlines()
+    return int(out[0]), [line for line in out[1:] if line]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+@pytest.mark.parametrize(("group", "venv"), CASES, ids=[p for _, p in CASES])
+def test_environment_has_bytecode_for_its_modules(group_hosts, group, venv):
+    for host in group_hosts(group):
+        total, missing = _uncompiled(host, venv)
+        # uv compiles everything it can; a few files are not Python 3 (templates, test data).
+        assert total > 100 and len(missing) <= total // 100, (
+            f"{host.backend.hostname}:{venv}: {len(missing)} of {total} modules without bytecode, e.g. {missing[:5]}"
+        )
+
+
+@pytest.mark.parametrize(("group", "venv"), CASES, ids=[p for _, p in CASES])
+def test_environment_records_the_lock_it_was_installed_from(group_hosts, group, venv):
+    for host in group_hosts(group):
+        record = host.file(f"{venv}/installed-from.txt")
+        assert record.exists and record.user == "root", f"{host.backend.hostname}:{venv}: no root-owned install record"
+
+
+@pytest.mark.parametrize(("group", "venv"), CASES, ids=[p for _, p in CASES])
+def test_nothing_in_the_environment_is_writable_by_others(group_hosts, group, venv):
+    for host in group_hosts(group):
+        loose = host.check_output(
+            f"find {venv} {venv}.dist /opt/platform-uv -xdev "
+            "\\( \\( -type f -name .lock ! -perm 0600 \\) -o \\( -perm -0002 ! -type l \\) \\) -print"
+        )
+        assert not loose, f"{host.backend.hostname}: writable by others or an open lock file:\n{loose}"
