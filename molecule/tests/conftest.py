@@ -230,15 +230,15 @@ def api_url(domain, names) -> str:
 
 
 @pytest.fixture(scope="session")
-def hub_tokens(hub_url, ca, names, users) -> dict[str, str]:
-    """alice's and bob's hub API tokens, each made after a real browser login."""
+def hub_tokens(browser, hub_url, ca, names, users) -> dict[str, str]:
+    """alice's and bob's hub API tokens, each made after a real browser login (through the
+    session's Playwright: a second sync Playwright cannot start beside the `browser` fixture's)."""
     from browser import chromium, sign_in
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        return {
-            name: browser_hub_token(pw, chromium, sign_in, hub_url, ca, names, users[name]) for name in ("alice", "bob")
-        }
+    return {
+        name: browser_hub_token(browser.playwright, chromium, sign_in, hub_url, ca, names, users[name])
+        for name in ("alice", "bob")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,21 @@ def unit_props(host, unit: str, *keys: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def notebook(cells: list[str], parameters: str | None = None) -> dict:
+    """A notebook of code cells; with `parameters`, papermill's parameters cell comes first."""
+
+    def cell(i: int, source: str, tags: list[str]) -> dict:
+        return {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {"tags": tags},
+                "outputs": [], "source": source}  # fmt: skip
+
+    first = [cell(0, parameters, ["parameters"])] if parameters is not None else []
+    return {
+        "cells": first + [cell(i + len(first), c, []) for i, c in enumerate(cells)],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
+
+
 @dataclass
 class Hub:
     """JupyterHub's REST API with one user's API token."""

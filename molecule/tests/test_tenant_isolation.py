@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 import requests
-from hostlib import until
+from hostlib import exposure, unit_props, until
 
 pytestmark = pytest.mark.tenant
 
@@ -25,18 +25,6 @@ USER_CODE_EXPOSURE = 5.0
 SERVICE_UNITS = ["exec-api.service", "exec-api-launcher@probe.service", "jupyterhub.service",
                  "configurable-http-proxy.service", "superset.service", "test-oidc-provider.service",
                  "postgresql@15-main.service", "redis-server.service", "exec-api-retention.service"]  # fmt: skip
-
-
-def exposure(site, unit: str) -> float:
-    out = site.run(f"systemd-analyze security --no-pager {unit}")
-    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
-    assert match, f"systemd-analyze security {unit}: {out.stdout[-500:]} {out.stderr}"
-    return float(match.group(1))
-
-
-def unit_props(site, unit: str, *keys: str) -> dict[str, str]:
-    out = site.check_output(f"systemctl show {unit} -p {','.join(keys)}")
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 # ------------------------------------------------------------------------- users' files

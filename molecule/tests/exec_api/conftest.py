@@ -7,6 +7,7 @@ import base64
 import json
 import ssl
 
+import hostlib
 import httpx
 import pytest
 from exec_api.client import ExecApiClient
@@ -51,15 +52,7 @@ def notebook(api_host):
     with a parameters cell; written by root, as a user's editor would leave it."""
 
     def write(owner: str, name: str, cells: list[str], parameters: str = "n = 1") -> str:
-        def cell(i: int, source: str, tags: list[str]) -> dict:
-            return {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {"tags": tags},
-                    "outputs": [], "source": source}  # fmt: skip
-
-        nb = {
-            "cells": [cell(0, parameters, ["parameters"])] + [cell(i + 1, c, []) for i, c in enumerate(cells)],
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-            "nbformat": 4, "nbformat_minor": 5,
-        }  # fmt: skip
+        nb = hostlib.notebook(cells, parameters)
         path = f"/home/{owner}/notebooks/{name}"
         data = base64.b64encode(json.dumps(nb).encode()).decode()
         api_host.check_output(f"echo '{data}' | base64 -d > {path} && chown {owner}:{owner} {path}")

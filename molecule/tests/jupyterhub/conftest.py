@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hostlib import browser_hub_token
 from hublib import UNIX_NAME
 
 ROLE_DEFAULTS = Path(__file__).resolve().parents[3] / "roles/jupyterhub/defaults/main.yml"
@@ -97,15 +96,3 @@ def provider_host(group_hosts):
 @pytest.fixture(scope="session")
 def issuer(hub_vars, names) -> str:
     return hub_vars["platform_oidc_issuer"].rstrip("/")
-
-
-@pytest.fixture(scope="session")
-def hub_tokens(browser, hub_url, ca, names, users) -> dict[str, str]:
-    """As the top conftest's, through the session's Playwright: these tests also drive the `browser`
-    fixture, and a second sync Playwright cannot start beside it."""
-    from browser import chromium, sign_in
-
-    return {
-        name: browser_hub_token(browser.playwright, chromium, sign_in, hub_url, ca, names, users[name])
-        for name in ("alice", "bob")
-    }

@@ -87,23 +87,6 @@ def server_unit(host, user: str) -> str:
     return units[0]
 
 
-def show(host, unit: str, *keys: str) -> dict[str, str]:
-    """`systemctl show` properties of a unit."""
-    out = host.check_output(f"systemctl show {unit} -p {','.join(keys)}")
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def notebook(cells: list[str], parameters: bool = False) -> dict:
-    """A notebook of code cells; with parameters, the first cell is papermill's parameters cell."""
-    return {
-        "cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "outputs": [], "source": src,
-                   "metadata": {"tags": ["parameters"]} if parameters and i == 0 else {}}
-                  for i, src in enumerate(cells)],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
-
-
 def to_bytes(size: str) -> int:
     """A size as the role's profiles write it (2G, 512M) in bytes, as systemd shows MemoryMax."""
     units = {"K": 1, "M": 2, "G": 3, "T": 4}

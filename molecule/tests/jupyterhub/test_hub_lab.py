@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-from hostlib import Hub, until
-from hublib import hub_login, notebook, server_unit, show, to_bytes
+from hostlib import Hub, exposure, notebook, until
+from hostlib import unit_props as show
+from hublib import hub_login, server_unit, to_bytes
 
 USER = "alice"
 SERVICE_EXPOSURE = 4.0  # the proxy's and the hub's units
@@ -64,13 +65,6 @@ def start(hub: Hub, profile: str, timeout: float) -> float:
 
     until(ready, timeout, f"{USER}'s server to be ready", step=0.2)
     return time.monotonic() - t0
-
-
-def exposure(host, unit: str) -> float:
-    out = host.run(f"systemd-analyze security --no-pager {unit}")
-    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)
-    assert match, f"systemd-analyze security {unit}: {out.stdout[-500:]} {out.stderr}"
-    return float(match.group(1))
 
 
 # ------------------------------------------------------------------------- 1. the browser
@@ -167,11 +161,10 @@ STAMP = time.strftime("%Y%m%d%H%M%S")
 # it and what it computed into alice's notebook area; the driver registers and runs it through the
 # exec API with the `exec-api` command line, which uses the server's own token.
 REPORT = notebook([
-    "# parameters\nx = 20",
     "import getpass, pathlib\nresult = x + 22\n"
     "pathlib.Path.home().joinpath('notebooks', 'hub-check-ran.txt').write_text(f'{getpass.getuser()} {result}')\n"
     "print(result)",
-], parameters=True)  # fmt: skip
+], parameters="# parameters\nx = 20")  # fmt: skip
 DRIVER = (
     "import getpass, json, os, subprocess\n"
     "print('whoami: ' + getpass.getuser(), flush=True)\n"

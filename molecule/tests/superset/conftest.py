@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 from exec_api.client import ExecApiClient
+from hostlib import notebook
 from oidc import *  # noqa: F403 - the provider's fixtures (oidc.__all__): domain, users, provider_tokens, ...
-from supersetlib import ADMIN_GROUP, CELLS, DASHBOARD, RUNS, USERS_GROUP, SupersetSession, notebook
+from supersetlib import ADMIN_GROUP, CELLS, DASHBOARD, RUNS, USERS_GROUP, SupersetSession
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +114,7 @@ def executions(superset_host, member, provider_tokens, api_url, ca) -> dict[str,
         mine = {nb.name: nb.id for nb in api.notebooks()}
         for name, status in RUNS.items():
             path = f"/home/{user}/notebooks/{name}.ipynb"
-            data = base64.b64encode(json.dumps(notebook(CELLS[status])).encode()).decode()
+            data = base64.b64encode(json.dumps(notebook([CELLS[status]], parameters="n = 1")).encode()).decode()
             superset_host.check_output(f"echo {data} | base64 -d > {path} && chown {user}:{user} {path}")
             nid = mine.get(name) or api.register_notebook(f"{name}.ipynb", name=name).id
             ex = api.wait(api.run(notebook_id=nid, parameters={"n": 21}).id, timeout=300, poll=0.5)

@@ -18,21 +18,6 @@ RUNS = {"superset-check-ok": "succeeded", "superset-check-fail": "failed"}
 CELLS = {"succeeded": "print(n * 2)", "failed": "raise RuntimeError('superset check: this run fails on purpose')"}
 
 
-def notebook(source: str) -> dict:
-    """A notebook with a parameters cell (n = 1) and one cell of code."""
-
-    def cell(cid: str, code: str, tags: list[str]) -> dict:
-        return {"cell_type": "code", "execution_count": None, "id": cid, "metadata": {"tags": tags},
-                "outputs": [], "source": code}  # fmt: skip
-
-    return {
-        "cells": [cell("p", "n = 1", ["parameters"]), cell("c", source, [])],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
 class SupersetSession:
     """One person logged in to Superset in a fresh browser profile, through the provider's form;
     `get` calls Superset's REST API with that profile's cookies."""
