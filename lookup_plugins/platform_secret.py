@@ -36,6 +36,7 @@ import os  # noqa: E402 - Ansible plugins keep DOCUMENTATION above the imports
 import re  # noqa: E402
 import secrets  # noqa: E402
 import string  # noqa: E402
+import tempfile  # noqa: E402
 
 from ansible.errors import AnsibleError  # noqa: E402
 from ansible.plugins.lookup import LookupBase  # noqa: E402
@@ -80,18 +81,24 @@ class LookupModule(LookupBase):
                 f"Set platform_secrets.{name} in the inventory's vault, or write the value to {path} (mode 0600)."
             )
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            with open(path, encoding="utf-8") as f:
-                value = f.read().strip()
-            if not value:
-                msg = f"secret file {path} is empty: delete it to generate a new value, or fill it"
-                raise AnsibleError(msg) from None
-            return value
-        value = "".join(secrets.choice(ALPHABETS[kind]) for _ in range(length))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(value + "\n")
+        if not os.path.exists(path):
+            # Written whole under another name, then linked into place: hosts looking the same
+            # secret up at once (forks) all read the one value, never a half-written file.
+            value = "".join(secrets.choice(ALPHABETS[kind]) for _ in range(length))
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")  # 0600
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(value + "\n")
+                os.link(tmp, path)
+                return value
+            except FileExistsError:
+                pass  # another process was first: use its value
+            finally:
+                os.unlink(tmp)
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+        if not value:
+            raise AnsibleError(f"secret file {path} is empty: delete it to generate a new value, or fill it")
         return value
 
     def _secrets_dir(self, variables):

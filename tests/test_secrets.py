@@ -74,3 +74,35 @@ def test_secrets_are_never_read_as_inventory(tmp_path, local_inventory):
     out = run([str(BIN / "ansible-inventory"), "-i", str(local_inventory.parent), "--list"])
     assert out.returncode == 0, out.stderr
     assert "NotAHostName123456" not in out.stdout
+
+
+def _lookup_in_a_fork(plugin, directory: str, start, queue) -> None:
+    module = plugin.LookupModule()
+    start.wait()
+    try:
+        queue.put(module._one("raced", {}, {"inventory_dir": directory}, "password", 40))
+    except Exception as e:  # reported to the test
+        queue.put(f"error: {e}")
+
+
+def test_hosts_generating_one_secret_at_once_get_the_same_value(tmp_path):
+    """Ansible's forks look the same secret up for several hosts at once on a first run: none
+    may read the file before its value is in it."""
+    import importlib.util
+    import multiprocessing
+
+    spec = importlib.util.spec_from_file_location("platform_secret", ROOT / "lookup_plugins/platform_secret.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        directory, queue, start = tmp_path / str(attempt), ctx.Queue(), ctx.Barrier(12)
+        procs = [ctx.Process(target=_lookup_in_a_fork, args=(plugin, str(directory), start, queue)) for _ in range(12)]
+        for p in procs:
+            p.start()
+        values = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join()
+        assert len(set(values)) == 1 and not values[0].startswith("error"), values
+        assert (directory / ".secrets/raced").read_text().strip() == values[0]
+        assert [f.name for f in (directory / ".secrets").iterdir()] == ["raced"]  # no temporary file left
