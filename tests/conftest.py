@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+# The wiring's files (group_vars/all/), for a play's vars_files as the platform's playbooks read them.
+WIRING = [str(p) for p in sorted((ROOT / "group_vars/all").glob("*.yml"))]
 
 
 def run(cmd: list[str], cwd: Path | str = ROOT, env: dict | None = None, timeout: int = 600):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run
+from conftest import BIN, ROOT, WIRING, run
 
 PLAYBOOK = str(BIN / "ansible-playbook")
 ROLE = ROOT / "roles/keycloak"
@@ -68,7 +68,7 @@ def render_role(inventory: Path, out: Path, *extra: str):
         ]
     ]
     tasks.append({"ansible.builtin.copy": {"dest": f"{out}/data.json", "mode": "0600", "content": data}})
-    vars_files = [f"{ROLE}/defaults/main.yml", f"{ROOT}/group_vars/all/wiring.yml", f"{ROLE}/vars/main.yml"]
+    vars_files = [f"{ROLE}/defaults/main.yml", *WIRING, f"{ROLE}/vars/main.yml"]
     play.write_text(yaml.safe_dump([{"hosts": "local1", "gather_facts": False, "vars_files": vars_files,
                                      "tasks": tasks}]))  # fmt: skip
     result = run([PLAYBOOK, "-i", str(inventory), str(play), *extra])
@@ -346,7 +346,7 @@ def assert_play(local_inventory: Path) -> Path:
     play = local_inventory.parent / "assert_keycloak.yml"
     play.write_text(
         "- hosts: local1\n  gather_facts: true\n"
-        f"  vars_files: ['{ROOT}/group_vars/all/wiring.yml']\n"
+        f"  vars_files: {json.dumps(WIRING)}\n"
         "  tasks:\n"
         "    - ansible.builtin.include_role: {name: keycloak, tasks_from: assert}\n"
     )

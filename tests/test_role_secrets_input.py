@@ -4,8 +4,10 @@ names only, so no no_log has to hide the result (older ansible-core hides the me
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import BIN, ROOT, run
+from conftest import BIN, ROOT, WIRING, run
 
 WEAK = "weakMARK7"  # shorter than any role accepts, and easy to spot if it were printed
 
@@ -14,7 +16,7 @@ def assert_play(inventory, role: str):
     play = inventory.parent / f"assert_{role}.yml"
     play.write_text(
         "- hosts: local1\n  gather_facts: true\n"  # roles size limits from facts
-        f"  vars_files: ['{ROOT}/group_vars/all/wiring.yml']\n"
+        f"  vars_files: {json.dumps(WIRING)}\n"
         "  tasks:\n"
         f"    - ansible.builtin.include_role: {{name: {role}, tasks_from: assert}}\n"
     )

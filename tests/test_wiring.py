@@ -1,19 +1,23 @@
-"""group_vars/ beside site.yml (the wiring) reaches the hosts however a playbook is started.
+"""group_vars/ beside site.yml (the wiring) reaches the hosts however a playbook is started, and
+reads as declarations.
 
 Ansible reads playbook group_vars beside the *top* playbook only. The wiring lives at the root
 (beside site.yml) and is linked as playbooks/group_vars, and the common role refuses to run
 without it. These runs use a local-connection host and only the tasks tagged `always`
-(argument validation and asserts), so they are quick and change nothing.
+(argument validation and asserts), so they are quick and change nothing. What the wiring
+computes is tested without Ansible in test_platform_filters.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, run
+import yaml
+from conftest import BIN, ROOT, WIRING, run
 
 PLAYBOOK = str(BIN / "ansible-playbook")
 
@@ -64,7 +68,7 @@ def render(inventory: Path, expr: str, *extra: str):
     result.unlink(missing_ok=True)
     play.write_text(
         "- hosts: local1\n  gather_facts: false\n"
-        f"  vars_files: ['{ROOT / 'group_vars/all/wiring.yml'}']\n"
+        f"  vars_files: {json.dumps(WIRING)}\n"
         "  tasks:\n    - ansible.builtin.copy:\n"
         f"        dest: {result}\n        mode: '0600'\n"
         f'        content: "{{{{ ({expr}) | to_json }}}}"\n'
@@ -137,3 +141,47 @@ def test_superset_is_wired_from_the_same_places(local_inventory):
     assert ss["server"] == "local1" and ss["reader"] == "superset_reader"
     assert ss["hba"] == [{"type": "host", "database": "exec_api", "user": "superset_reader",
                           "address": "127.0.0.1/32", "method": "scram-sha-256"}]  # fmt: skip
+
+
+def wiring_text() -> dict[str, str]:
+    return {Path(f).name: Path(f).read_text() for f in WIRING}
+
+
+def test_the_wiring_declares_and_filters_compute():
+    """No Jinja statements (loops, sets, JSON round trips) in group_vars/all/: what computes is a
+    function in filter_plugins/platform.py, called from a one-line expression."""
+    for name, text in wiring_text().items():
+        assert "{%" not in text, f"group_vars/all/{name} has a Jinja statement: make it a filter in filter_plugins/"
+        assert "from_json" not in text, f"group_vars/all/{name} parses JSON: return the data from a filter instead"
+
+
+def test_every_input_is_read_once_under_its_own_name():
+    """An operator input is read in inputs.yml only, with its default, as platform_inputs.<its name>;
+    no other file reads it directly (which would repeat its default) or renames it."""
+    inputs = yaml.safe_load((ROOT / "group_vars/all/inputs.yml").read_text())["platform_inputs"]
+    for key, expr in inputs.items():
+        assert re.fullmatch(r"\{\{ " + key + r" \| default\(.*\) \}\}", expr), f"inputs.yml: {key}: {expr}"
+    for name, text in wiring_text().items():
+        if name == "inputs.yml":
+            continue
+        code = "\n".join(line.split(" #")[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+        code = re.sub(r"'[^']*'", "''", code)  # words in messages are not reads
+        for key in inputs:
+            direct = re.findall(r"(?<![\w.])" + key + r"\b", code)
+            assert not direct, f"group_vars/all/{name} reads the input {key} directly: use platform_inputs.{key}"
+
+
+# The second names the inputs once had in the wiring (platform_domain became platform_domain_name, ...).
+SYNONYMS = ["platform_domain_name", "platform_identity_provider", "platform_keycloak_realm_name",
+            "platform_admin_group", "platform_users_group", "platform_oidc_users", "platform_oidc_exec_api_audience",
+            "platform_oidc_issuer_url"]  # fmt: skip
+
+
+def test_no_input_has_a_second_name():
+    files = [*map(Path, WIRING), ROOT / "site.yml", *(ROOT / "playbooks").glob("*.yml"), *(ROOT / "tools").glob("*.py"),
+             *(ROOT / "roles").rglob("*.*"), *(ROOT / "molecule/shared").glob("oidc_test_provider*/**/*.j2"),
+             ROOT / "molecule/shared/oidc_test_provider.yml"]  # fmt: skip
+    for f in files:
+        text = f.read_text(errors="replace")
+        found = [s for s in SYNONYMS if re.search(rf"\b{s}\b", text)]
+        assert not found, f"{f.relative_to(ROOT)} uses {found}: read the input (platform_inputs.<name>, platform_oidc)"
