@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -210,8 +211,9 @@ def secret_values(secrets_dir) -> dict[str, str]:
 def users(hostvars, hub_host_name, secrets_dir) -> dict[str, dict]:
     """The provider's test users with their passwords (from the secrets directory)."""
     out = {}
+    rules = runpy.run_path(f"{ROOT}/filter_plugins/platform.py")  # the platform's naming rules
     for u in hostvars[hub_host_name].get("platform_users", []):
-        secret = secrets_dir / f"idp_user_{u['username'].replace('-', '_')}_password"
+        secret = secrets_dir / rules["user_password_secret"](u["username"])
         if secret.is_file():
             out[u["username"]] = {**u, "password": secret.read_text().strip()}
     missing = {"alice", "bob"} - set(out)
