@@ -32,6 +32,13 @@ def resolve(names: dict[str, str]) -> None:
     socket.getaddrinfo = _getaddrinfo
 
 
+def fetch(url: str, ca: str, **kw) -> requests.Response:
+    """One GET from this process, trusting only the install's CA; redirects are not followed."""
+    with requests.Session() as http:
+        http.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides `verify`
+        return http.get(url, verify=ca, timeout=30, allow_redirects=False, **kw)
+
+
 def until(cond, timeout: float, what: str, step: float = 0.5):
     """Poll cond() until it returns something true; fail with `what` after timeout seconds."""
     end = time.monotonic() + timeout

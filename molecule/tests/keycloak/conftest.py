@@ -63,25 +63,26 @@ def kc(group_hosts):
 
 
 @pytest.fixture(scope="session")
-def kc_vars(kc, inventory, hostvars) -> dict:
-    return hostvars[inventory["keycloak"]["hosts"][0]]
+def kc_inputs(kc, inventory, hostvars) -> dict:
+    """The inventory's inputs the expectations are stated from, with their defaults
+    (group_vars/all/inputs.yml, roles/keycloak/defaults)."""
+    given = hostvars[inventory["keycloak"]["hosts"][0]]
+    defaults = {"platform_domain": "platform.test", "platform_keycloak_realm": "platform",
+                "keycloak_admin_username": "platform-admin", "platform_oidc_admin_group": "platform-admins",
+                "platform_oidc_users_group": "platform-users", "platform_oidc_groups_custom": []}  # fmt: skip
+    return {name: given.get(name, default) for name, default in defaults.items()}
 
 
 @pytest.fixture(scope="session")
-def realm(kc_vars) -> str:
-    return kc_vars.get("platform_keycloak_realm", "platform")
+def realm(kc_inputs) -> str:
+    return kc_inputs["platform_keycloak_realm"]
 
 
 @pytest.fixture(scope="session")
-def kc_domain(kc_vars) -> str:
-    return kc_vars.get("platform_domain", "platform.test")
-
-
-@pytest.fixture(scope="session")
-def auth_url(inventory, hostvars, group_hosts, kc_domain) -> str:
+def auth_url(inventory, hostvars, group_hosts, kc_inputs) -> str:
     """https://auth.<domain>, the name mapped to the nginx host in this process."""
     group_hosts("nginx")  # skips without one
-    name = f"auth.{kc_domain}"
+    name = f"auth.{kc_inputs['platform_domain']}"
     resolve({name: hostvars[inventory["nginx"]["hosts"][0]]["ansible_host"]})
     return f"https://{name}"
 
@@ -109,11 +110,11 @@ def admin_login(kc, secrets_dir):
 
 
 @pytest.fixture(scope="session")
-def admin_api(admin_login, kc_vars, realm) -> dict:
+def admin_api(admin_login, kc_inputs, realm) -> dict:
     """What the permanent administrator reads: the realm, its clients, scopes, groups, a user."""
     paths = [realm, f"{realm}/clients", f"{realm}/client-scopes", f"{realm}/groups",
              f"{realm}/users?username=alice-a&exact=true",
              "master/users?username=bootstrap-admin&exact=true"]  # fmt: skip
-    got = admin_login(kc_vars.get("keycloak_admin_username", "platform-admin"), "keycloak_admin_password", *paths)
+    got = admin_login(kc_inputs["keycloak_admin_username"], "keycloak_admin_password", *paths)
     assert got["login"] == 200, f"the permanent administrator could not log in: HTTP {got['login']}"
     return got

@@ -10,13 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-import requests
-
-
-def get(url: str, ca: str) -> requests.Response:
-    with requests.Session() as http:
-        http.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides `verify`
-        return http.get(url, verify=ca, timeout=30, allow_redirects=False)
+from hostlib import fetch
 
 
 def sha256_of(path: Path) -> str:
@@ -25,7 +19,7 @@ def sha256_of(path: Path) -> str:
 
 # ------------------------------------------------------------------------- through nginx
 def test_discovery_names_the_public_issuer_and_endpoints(auth_url, realm, ca):
-    r = get(f"{auth_url}/realms/{realm}/.well-known/openid-configuration", ca)
+    r = fetch(f"{auth_url}/realms/{realm}/.well-known/openid-configuration", ca)
     assert r.status_code == 200, f"discovery: HTTP {r.status_code} {r.text[:300]}"
     issuer = f"{auth_url}/realms/{realm}"
     expected = {"issuer": issuer, "authorization_endpoint": f"{issuer}/protocol/openid-connect/auth",
@@ -35,7 +29,7 @@ def test_discovery_names_the_public_issuer_and_endpoints(auth_url, realm, ca):
 
 
 def test_discovery_offers_pkce_s256_and_the_groups_scope(auth_url, realm, ca):
-    d = get(f"{auth_url}/realms/{realm}/.well-known/openid-configuration", ca).json()
+    d = fetch(f"{auth_url}/realms/{realm}/.well-known/openid-configuration", ca).json()
     offered = {"S256": "S256" in d.get("code_challenge_methods_supported", []),
                "groups": "groups" in d.get("scopes_supported", [])}  # fmt: skip
     assert all(offered.values()), f"discovery offers {offered}: {d}"
@@ -43,7 +37,7 @@ def test_discovery_offers_pkce_s256_and_the_groups_scope(auth_url, realm, ca):
 
 @pytest.mark.parametrize("path", ["/health/ready", "/health", "/metrics"])
 def test_health_and_metrics_are_not_published(path, auth_url, ca):
-    r = get(auth_url + path, ca)
+    r = fetch(auth_url + path, ca)
     assert r.status_code == 404, f"{auth_url}{path}: HTTP {r.status_code}"
 
 
@@ -104,10 +98,11 @@ def test_the_hub_client_is_confidential_with_code_flow_and_pkce_only(admin_api, 
     assert seen == expected, f"the jupyterhub client: {seen}"
 
 
-def test_the_hub_client_has_exactly_the_hubs_redirect_uris(admin_api, realm, kc_domain):
+def test_the_hub_client_has_exactly_the_hubs_redirect_uris(admin_api, realm, kc_inputs):
+    hub_url = f"https://hub.{kc_inputs['platform_domain']}"
     hub = next(c for c in admin_api[f"{realm}/clients"] if c["clientId"] == "jupyterhub")
     seen = (hub.get("redirectUris"), hub.get("attributes", {}).get("post.logout.redirect.uris"))
-    expected = ([f"https://hub.{kc_domain}/hub/oauth_callback"], f"https://hub.{kc_domain}/hub/login")
+    expected = ([f"{hub_url}/hub/oauth_callback"], f"{hub_url}/hub/login")
     assert seen == expected, f"the jupyterhub client's redirect and post-logout URIs: {seen}"
 
 
@@ -128,10 +123,9 @@ def test_the_groups_scope_maps_group_names_into_the_groups_claim(admin_api, real
     assert seen == ("oidc-group-membership-mapper", "groups", "false"), f"the groups scope's mapper: {mapper}"
 
 
-def test_the_realm_has_the_platforms_groups(admin_api, realm, kc_vars):
-    expected = sorted({kc_vars.get("platform_oidc_admin_group", "platform-admins"),
-                       kc_vars.get("platform_oidc_users_group", "platform-users"),
-                       *kc_vars.get("platform_oidc_groups_custom", [])})  # fmt: skip
+def test_the_realm_has_the_platforms_groups(admin_api, realm, kc_inputs):
+    expected = sorted({kc_inputs["platform_oidc_admin_group"], kc_inputs["platform_oidc_users_group"],
+                       *kc_inputs["platform_oidc_groups_custom"]})  # fmt: skip
     groups = sorted(g["name"] for g in admin_api[f"{realm}/groups"])
     assert groups == expected, f"groups of {realm}: {groups}"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import requests
 from cryptography import x509
 
 DOMAIN = "platform.test"
@@ -34,10 +33,3 @@ def certificate(web) -> x509.Certificate:
 def dns_names(cert: x509.Certificate) -> list[str]:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return sorted(san.get_values_for_type(x509.DNSName))
-
-
-def get(url: str, ca: str, **kw) -> requests.Response:
-    """One request from the controller, trusting only the install's CA (names: hostlib.resolve)."""
-    with requests.Session() as http:
-        http.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides `verify`
-        return http.get(url, verify=ca, timeout=20, allow_redirects=False, **kw)

@@ -12,7 +12,8 @@ import ssl
 from pathlib import Path
 
 import pytest
-from nginx_sites import CERT, CERT_NAMES, SITES, certificate, dns_names, get
+from hostlib import fetch
+from nginx_sites import CERT, CERT_NAMES, SITES, certificate, dns_names
 
 SITE_IDS = [s.name for s in SITES]
 
@@ -40,7 +41,7 @@ def test_ca_key_stays_private_on_the_controller(ca):
 # ------------------------------------------------------------------------- from the controller
 @pytest.mark.parametrize("site", SITES, ids=SITE_IDS)
 def test_each_name_reaches_its_own_upstream_over_https(site, site_names, ca):
-    r = get(f"https://{site.name}/from-controller", ca)
+    r = fetch(f"https://{site.name}/from-controller", ca)
     assert r.status_code == 200, f"https://{site.name}/from-controller: HTTP {r.status_code} {r.text[:300]}"
     seen = {k: r.json()[k] for k in ("port", "path")}
     assert seen == {"port": site.port, "path": "/from-controller"}, f"{site.name} reached {r.json()}"
@@ -48,7 +49,7 @@ def test_each_name_reaches_its_own_upstream_over_https(site, site_names, ca):
 
 @pytest.mark.parametrize("site", SITES, ids=SITE_IDS)
 def test_the_upstream_sees_the_public_name_and_scheme(site, site_names, ca):
-    headers = get(f"https://{site.name}/from-controller", ca).json()["headers"]
+    headers = fetch(f"https://{site.name}/from-controller", ca).json()["headers"]
     expected = {"host": site.name, "x-forwarded-host": site.name, "x-forwarded-proto": "https",
                 "x-forwarded-port": "443"}  # fmt: skip
     assert {k: headers.get(k) for k in expected} == expected, f"headers at the upstream: {headers}"
@@ -57,7 +58,7 @@ def test_the_upstream_sees_the_public_name_and_scheme(site, site_names, ca):
 
 @pytest.mark.parametrize("site", SITES, ids=SITE_IDS)
 def test_https_answers_carry_the_security_headers(site, site_names, ca):
-    r = get(f"https://{site.name}/from-controller", ca)
+    r = fetch(f"https://{site.name}/from-controller", ca)
     expected = {"strict-transport-security": "max-age=63072000", "x-content-type-options": "nosniff",
                 "x-frame-options": "SAMEORIGIN", "referrer-policy": "strict-origin-when-cross-origin",
                 "server": "nginx"}  # fmt: skip
@@ -66,7 +67,7 @@ def test_https_answers_carry_the_security_headers(site, site_names, ca):
 
 @pytest.mark.parametrize("site", SITES, ids=SITE_IDS)
 def test_plain_http_redirects_to_the_same_url_over_https(site, site_names, ca):
-    r = get(f"http://{site.name}/some/path?q=1", ca)
+    r = fetch(f"http://{site.name}/some/path?q=1", ca)
     assert (r.status_code, r.headers.get("location")) == (301, f"https://{site.name}/some/path?q=1"), (
         f"http://{site.name}/some/path?q=1: HTTP {r.status_code} Location {r.headers.get('location')}"
     )
@@ -80,7 +81,7 @@ def test_an_unknown_name_gets_no_tls_handshake(address, ca):
 
 
 def test_a_known_name_with_an_unknown_host_header_gets_421(site_names, ca):
-    r = get(f"https://{SITES[0].name}/", ca, headers={"Host": "unknown.platform.test"})
+    r = fetch(f"https://{SITES[0].name}/", ca, headers={"Host": "unknown.platform.test"})
     assert r.status_code == 421, f"Host: unknown.platform.test over {SITES[0].name}: HTTP {r.status_code}"
 
 
@@ -100,7 +101,7 @@ AUTH_PATHS = [  # path, status from the controller, status from the admin networ
 
 @pytest.mark.parametrize(("path", "status"), [(p, out) for p, out, _ in AUTH_PATHS], ids=[p for p, *_ in AUTH_PATHS])
 def test_auth_site_from_outside_its_admin_network(path, status, site_names, ca):
-    r = get(f"https://auth.platform.test{path}", ca)
+    r = fetch(f"https://auth.platform.test{path}", ca)
     assert r.status_code == status, f"{path} from the controller: HTTP {r.status_code}, expected {status}"
 
 

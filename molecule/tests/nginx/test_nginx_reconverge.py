@@ -9,7 +9,8 @@ import socket
 import ssl
 
 from cryptography import x509
-from nginx_sites import CERT_NAMES, SITES, certificate, dns_names, get
+from hostlib import fetch
+from nginx_sites import CERT_NAMES, SITES, certificate, dns_names
 
 THREE_SITES = [
     {"name": "api", "server_name": "api.platform.test", "upstreams": ["127.0.0.1:8000"]},
@@ -45,7 +46,7 @@ def test_a_broken_configuration_fails_the_run_and_nginx_keeps_serving(web, conve
         "the broken directive reached /etc/nginx/nginx.conf"
     )
     assert main_pid(web) == (before[0], "active"), f"nginx was {before}, is {main_pid(web)} after the failed run"
-    r = get(f"https://{SITES[0].name}/after-broken", ca)
+    r = fetch(f"https://{SITES[0].name}/after-broken", ca)
     assert r.status_code == 200, f"{SITES[0].name} after the failed run: HTTP {r.status_code}"
 
 

@@ -13,17 +13,15 @@ from platform_db import SERVICES, ServiceHost, hosts_of
 
 
 @pytest.fixture(scope="session")
-def db_server_name(inventory) -> str:
-    names = hosts_of(inventory, "postgresql")
-    if not names:
-        pytest.skip("this scenario has no postgresql host")
-    return names[0]
-
-
-@pytest.fixture(scope="session")
 def db_server(group_hosts):
     """The PostgreSQL host (root over SSH)."""
     return group_hosts("postgresql")[0]
+
+
+@pytest.fixture(scope="session")
+def db_server_name(db_server) -> str:
+    """Its inventory name."""
+    return db_server.backend.get_hostname()
 
 
 @pytest.fixture(scope="session")

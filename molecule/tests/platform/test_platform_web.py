@@ -4,43 +4,37 @@ the controller by the public name (resolved to the nginx host in this process on
 from __future__ import annotations
 
 import pytest
-import requests
-from hostlib import resolve
+from hostlib import fetch, resolve
 
 
 @pytest.fixture(scope="session")
 def api(inventory, hostvars, group_hosts) -> str:
     """https://api.<platform_domain>, its name mapped to the nginx host."""
-    group_hosts("exec_api"), group_hosts("nginx")  # skip without either
+    for group in ("exec_api", "nginx"):
+        group_hosts(group)  # skips when the scenario has none
     nginx = inventory["nginx"]["hosts"][0]
     name = f"api.{hostvars[nginx].get('platform_domain', 'platform.test')}"
     resolve({name: hostvars[nginx]["ansible_host"]})
     return name
 
 
-def get(url: str, ca: str) -> requests.Response:
-    with requests.Session() as http:
-        http.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides `verify`
-        return http.get(url, verify=ca, timeout=20, allow_redirects=False)
-
-
 def test_exec_api_liveness_answers_through_nginx_with_the_ca(api, ca):
-    r = get(f"https://{api}/health", ca)
+    r = fetch(f"https://{api}/health", ca)
     assert r.status_code == 200, f"https://{api}/health: HTTP {r.status_code} {r.text[:300]}"
 
 
 def test_exec_api_refuses_a_request_without_a_token(api, ca):
-    r = get(f"https://{api}/db/notebooks", ca)
+    r = fetch(f"https://{api}/db/notebooks", ca)
     assert r.status_code == 401, f"https://{api}/db/notebooks without a token: HTTP {r.status_code} {r.text[:300]}"
 
 
 def test_https_answers_carry_hsts(api, ca):
-    hsts = get(f"https://{api}/health", ca).headers.get("strict-transport-security", "")
+    hsts = fetch(f"https://{api}/health", ca).headers.get("strict-transport-security", "")
     assert hsts.startswith("max-age="), f"Strict-Transport-Security: {hsts!r}"
 
 
 def test_plain_http_redirects_to_https(api, ca):
-    r = get(f"http://{api}/health", ca)
+    r = fetch(f"http://{api}/health", ca)
     assert (r.status_code, r.headers.get("location")) == (301, f"https://{api}/health"), (
         f"http://{api}/health: HTTP {r.status_code} Location {r.headers.get('location')}"
     )
