@@ -15,11 +15,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import runpy
 import secrets
 import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,6 +33,10 @@ from exec_api.client import ExecApiClient, ExecApiError
 # What `from oidc import *` gives an area's conftest.py: the fixtures at the bottom.
 __all__ = ["claims_names", "domain", "exec_api_client", "members", "outsider", "platform_vars", "provider",
            "provider_login", "provider_tokens", "users"]  # fmt: skip
+
+
+# The platform's naming rules (secret names), as the roles use them.
+RULES = runpy.run_path(str(Path(__file__).resolve().parents[2] / "filter_plugins/platform.py"))
 
 
 def b64d(s: str) -> bytes:
@@ -202,7 +208,7 @@ def users(platform_vars, secrets_dir) -> dict[str, dict]:
     """The provider's test users (platform_users) with their passwords (from the secrets directory)."""
     out = {}
     for u in platform_vars.get("platform_users", []):
-        secret = secrets_dir / f"idp_user_{u['username'].replace('-', '_')}_password"
+        secret = secrets_dir / RULES["user_password_secret"](u["username"])
         if secret.is_file():
             out[u["username"]] = {**u, "password": secret.read_text().strip()}
     missing = {"alice", "bob"} - set(out)
@@ -247,7 +253,7 @@ def provider(platform_vars, ca, names) -> Provider:
 def exec_api_client(platform_vars, secrets_dir, domain) -> Client:
     """The exec API's registration at the provider: client id (platform_oidc_client_ids, default
     exec-api), the secret the provider issued, Swagger UI's redirect URIs, the audience."""
-    secret = secrets_dir / "oidc_exec_api_client_secret"
+    secret = secrets_dir / RULES["oidc_client_secret"]("exec_api")
     assert secret.is_file(), f"the exec API's client secret is not at {secret}"
     base = f"https://api.{domain}"
     return Client(
