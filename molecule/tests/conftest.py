@@ -163,8 +163,14 @@ def site(inventory_path, hub_host_name):
 
 
 @pytest.fixture(scope="session")
-def domain(hostvars, hub_host_name) -> str:
-    return hostvars[hub_host_name].get("platform_domain", "platform.test")
+def platform_vars(inventory, hostvars) -> dict:
+    """The operator's inputs as the nginx host sees them (every host has the same `all` vars)."""
+    return hostvars[_group(inventory, "nginx")[0]]
+
+
+@pytest.fixture(scope="session")
+def domain(platform_vars) -> str:
+    return platform_vars.get("platform_domain", "platform.test")
 
 
 @pytest.fixture(scope="session")
@@ -208,11 +214,11 @@ def secret_values(secrets_dir) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def users(hostvars, hub_host_name, secrets_dir) -> dict[str, dict]:
-    """The provider's test users with their passwords (from the secrets directory)."""
+def users(platform_vars, secrets_dir) -> dict[str, dict]:
+    """The provider's test users (platform_users) with their passwords (from the secrets directory)."""
     out = {}
     rules = runpy.run_path(f"{ROOT}/filter_plugins/platform.py")  # the platform's naming rules
-    for u in hostvars[hub_host_name].get("platform_users", []):
+    for u in platform_vars.get("platform_users", []):
         secret = secrets_dir / rules["user_password_secret"](u["username"])
         if secret.is_file():
             out[u["username"]] = {**u, "password": secret.read_text().strip()}

@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from exec_api.client import ExecApiClient, ExecApiError
 
 # What `from oidc import *` gives an area's conftest.py: the fixtures at the bottom.
-__all__ = ["claims_names", "domain", "exec_api_client", "members", "outsider", "platform_vars", "provider",
-           "provider_login", "provider_tokens", "users"]  # fmt: skip
+__all__ = ["claims_names", "exec_api_client", "members", "outsider", "provider",
+           "provider_login", "provider_tokens"]  # fmt: skip
 
 
 # The platform's naming rules (secret names), as the roles use them.
@@ -190,30 +190,6 @@ def api_status(api_url: str, ca: str, token: str) -> int:
 # Expected values come from the operator's inputs (external_idp.yml, the inventory) and the
 # roles' documented defaults (group_vars/all: platform_oidc_*), never from the wiring's output.
 _LOGINS: dict[tuple, Login] = {}
-
-
-@pytest.fixture(scope="session")
-def platform_vars(inventory, hostvars) -> dict:
-    """The operator's inputs as the nginx host sees them (every host has the same `all` vars)."""
-    return hostvars[inventory["nginx"]["hosts"][0]]
-
-
-@pytest.fixture(scope="session")
-def domain(platform_vars) -> str:
-    return platform_vars.get("platform_domain", "platform.test")
-
-
-@pytest.fixture(scope="session")
-def users(platform_vars, secrets_dir) -> dict[str, dict]:
-    """The provider's test users (platform_users) with their passwords (from the secrets directory)."""
-    out = {}
-    for u in platform_vars.get("platform_users", []):
-        secret = secrets_dir / RULES["user_password_secret"](u["username"])
-        if secret.is_file():
-            out[u["username"]] = {**u, "password": secret.read_text().strip()}
-    missing = {"alice", "bob"} - set(out)
-    assert not missing, f"test users {missing} not in platform_users or without a password in {secrets_dir}"
-    return out
 
 
 @pytest.fixture(scope="session")
