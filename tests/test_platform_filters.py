@@ -131,10 +131,12 @@ RULE_USERS = {
     "roles/keycloak/tasks/assert.yml": "'username' | platform_rule",
     "group_vars/all/keycloak.yml": "platform_user_password_secrets",
     "molecule/shared/oidc_test_provider/config.json.j2": "platform_user_password_secrets",
-    "molecule/tests/conftest.py": 'filter_plugins/platform.py")',
+    "molecule/tests/hostlib.py": 'filter_plugins/platform.py")',
+    "molecule/tests/conftest.py": 'RULES["user_password_secret"]',
+    "molecule/tests/jupyterhub/conftest.py": 'RULES["valid_username"]',
 }
 # Places searched for a rule written out again.
-SEARCHED = ["roles", "group_vars", "playbooks", "tools", "molecule/shared", "molecule/tests/conftest.py", "site.yml"]
+SEARCHED = ["roles", "group_vars", "playbooks", "tools", "molecule/shared", "molecule/tests", "site.yml"]
 USERNAME_REGEX = re.compile(r"\[a-z\]\[a-z0-9[._]")  # how username patterns start (not host names')
 SECRET_DERIVED = re.compile(r"idp_user_['\"]? *(~|\+|\{)")  # 'idp_user_' ~ ..., f"idp_user_{...}"
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import testinfra
-from hostlib import Hub, browser_hub_token, resolve
+from hostlib import RULES, Hub, browser_hub_token, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "files/exec_api"))  # the exec API's own typed client: exec_api.client
@@ -217,9 +216,8 @@ def secret_values(secrets_dir) -> dict[str, str]:
 def users(platform_vars, secrets_dir) -> dict[str, dict]:
     """The provider's test users (platform_users) with their passwords (from the secrets directory)."""
     out = {}
-    rules = runpy.run_path(f"{ROOT}/filter_plugins/platform.py")  # the platform's naming rules
     for u in platform_vars.get("platform_users", []):
-        secret = secrets_dir / rules["user_password_secret"](u["username"])
+        secret = secrets_dir / RULES["user_password_secret"](u["username"])
         if secret.is_file():
             out[u["username"]] = {**u, "password": secret.read_text().strip()}
     missing = {"alice", "bob"} - set(out)

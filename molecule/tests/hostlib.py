@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 import websocket
 
 _NAMES: dict[str, str] = {}
 _real_getaddrinfo = socket.getaddrinfo
+
+
+# The platform's naming rules (valid usernames, secret names), as the roles use them. Loaded by
+# path: the module's name, platform, is also the standard library's.
+RULES = runpy.run_path(str(Path(__file__).resolve().parents[2] / "filter_plugins/platform.py"))
 
 
 def _getaddrinfo(host, *args, **kwargs):

@@ -15,13 +15,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import runpy
 import secrets
 import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,14 +27,11 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from exec_api.client import ExecApiClient, ExecApiError
+from hostlib import RULES
 
 # What `from oidc import *` gives an area's conftest.py: the fixtures at the bottom.
 __all__ = ["claims_names", "exec_api_client", "members", "outsider", "provider",
            "provider_login", "provider_tokens"]  # fmt: skip
-
-
-# The platform's naming rules (secret names), as the roles use them.
-RULES = runpy.run_path(str(Path(__file__).resolve().parents[2] / "filter_plugins/platform.py"))
 
 
 def b64d(s: str) -> bytes:

@@ -11,12 +11,11 @@ operator's platform_oidc_*_group inputs) and the jupyterhub role's documented de
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
-from hublib import UNIX_NAME
+from hostlib import RULES
 
 ROLE_DEFAULTS = Path(__file__).resolve().parents[3] / "roles/jupyterhub/defaults/main.yml"
 
@@ -52,10 +51,10 @@ def users_group(hub_vars) -> str:
 @pytest.fixture(scope="session")
 def people(hub_vars, secrets_dir) -> dict[str, dict]:
     """Everyone the provider knows (platform_users and the provider-only users), with passwords.
-    The secret's name is the provider's (molecule/shared/oidc_test_provider/config.json.j2)."""
+    The secret's name is the platform's rule (filter_plugins/platform.py)."""
     out = {}
     for u in hub_vars.get("platform_users", []) + hub_vars.get("oidc_test_provider_users_extra", []):
-        secret = secrets_dir / f"idp_user_{re.sub('[^a-z0-9_]', '_', u['username'].lower())}_password"
+        secret = secrets_dir / RULES["user_password_secret"](u["username"])
         assert secret.is_file(), f"no password for {u['username']} at {secret}"
         out[u["username"]] = {**u, "password": secret.read_text().strip()}
     return out
@@ -85,7 +84,7 @@ def outsider(people, users_group, admin_group) -> dict:
 def not_unix(people, users_group) -> dict:
     """A member of the users group whose name cannot be a Unix account (Dave.Jones)."""
     return _first(people, f"member of {users_group} with a name that cannot be a Unix account",
-                  lambda u: users_group in u["groups"] and not re.match(UNIX_NAME, u["username"]))  # fmt: skip
+                  lambda u: users_group in u["groups"] and not RULES["valid_username"](u["username"]))  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from browser import sign_in
 from playwright.sync_api import Error as PlaywrightError
 
 # The account names the hub accepts (its error message states the rule; roles/platform_accounts).
-UNIX_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
 
 
 @dataclass
