@@ -104,11 +104,13 @@ def health(api) -> int:
 # ------------------------------------------------------------------------------ alice's first run
 @pytest.fixture(scope="module")
 def alice(exec_api):
+    """alice's exec API client (here `alice` is not the top conftest's kernel in her server)."""
     return exec_api("alice")
 
 
 @pytest.fixture(scope="module")
 def bob(exec_api):
+    """bob's exec API client."""
     return exec_api("bob")
 
 
