@@ -102,16 +102,18 @@ def health(api) -> int:
 
 
 # ------------------------------------------------------------------------------ alice's first run
-@pytest.fixture(scope="module")
-def alice(exec_api):
-    """alice's exec API client (here `alice` is not the top conftest's kernel in her server)."""
-    return exec_api("alice")
+def client_of(user: str):
+    """A fixture named after the user: their exec API client (here `alice` is not the top
+    conftest's kernel in her server)."""
+
+    @pytest.fixture(scope="module", name=user)
+    def client(exec_api):
+        return exec_api(user)
+
+    return client
 
 
-@pytest.fixture(scope="module")
-def bob(exec_api):
-    """bob's exec API client."""
-    return exec_api("bob")
+alice, bob = client_of("alice"), client_of("bob")
 
 
 @pytest.fixture(scope="module")
