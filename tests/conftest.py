@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,9 +33,13 @@ def local_inventory(tmp_path: Path) -> Path:
     return inv / "hosts.yml"
 
 
+# What each molecule scenario's verify ran (tests/test_molecule.py fills it): scenario -> HostTests.
+HOST_TESTS = pytest.StashKey[dict]()
+
+
 def pytest_terminal_summary(terminalreporter):
     """The host tests each molecule scenario ran (tests/test_molecule.py), by name and outcome."""
-    results = getattr(sys.modules.get("test_molecule"), "RESULTS", {})
+    results = terminalreporter.config.stash.get(HOST_TESTS, {})
     for scenario, tests in results.items():
         terminalreporter.section(f"host tests of molecule scenario {scenario}: {tests.counts()}")
         for outcome, names in tests.outcomes.items():

@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, run
+from conftest import BIN, HOST_TESTS, ROOT, run
 
 LOGS = ROOT / ".molecule-logs"
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 STEPS = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
-
-# Filled by test_scenario, printed by pytest_terminal_summary (tests/conftest.py).
-RESULTS: dict[str, HostTests] = {}
 
 
 @dataclass
@@ -68,7 +65,7 @@ def molecule(step: str, scenario: str, log: Path) -> tuple[int, str]:
 
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_scenario(scenario):
+def test_scenario(scenario, request):
     skip_reason = ROOT / "molecule" / scenario / "skip_unless.sh"
     if skip_reason.exists():
         check = run(["bash", str(skip_reason)])
@@ -82,7 +79,7 @@ def test_scenario(scenario):
         for step in STEPS:
             rc, text = molecule(step, scenario, log)
             if step == "verify" and junit.exists():
-                RESULTS[scenario] = tests = HostTests.read(junit)
+                tests = request.config.stash.setdefault(HOST_TESTS, {})[scenario] = HostTests.read(junit)
                 failed = "\n\n".join(f"FAILED {n}: {tests.details[n]}" for n in tests.outcomes["failed"])
                 assert rc == 0 and not failed, f"host tests of {scenario}: {tests.counts()}\n{failed}"
                 assert tests.outcomes["passed"], f"verify of {scenario} passed no host test: {tests.counts()}"

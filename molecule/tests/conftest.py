@@ -236,15 +236,9 @@ def api_url(domain, names) -> str:
 
 
 @pytest.fixture(scope="session")
-def hub_tokens(browser, hub_url, ca, names, users) -> dict[str, str]:
-    """alice's and bob's hub API tokens, each made after a real browser login (through the
-    session's Playwright: a second sync Playwright cannot start beside the `browser` fixture's)."""
-    from browser import chromium, sign_in
-
-    return {
-        name: browser_hub_token(browser.playwright, chromium, sign_in, hub_url, ca, names, users[name])
-        for name in ("alice", "bob")
-    }
+def hub_tokens(browser, hub_url, users) -> dict[str, str]:
+    """alice's and bob's hub API tokens, each made after a real browser login."""
+    return {name: browser_hub_token(browser, hub_url, users[name]) for name in ("alice", "bob")}
 
 
 @pytest.fixture(scope="session")

@@ -216,12 +216,15 @@ class Kernel:
             self.hub.http.delete(f"{self.hub.url}/user/{self.hub.user}/api/kernels/{self.kid}", timeout=30)
 
 
-def browser_hub_token(pw, chromium, sign_in, hub_url: str, ca: str, names: dict[str, str], user: dict) -> str:
+def browser_hub_token(browser, hub_url: str, user: dict) -> str:
     """A user's hub API token, the way a person gets one: log in through the provider's form in a
-    real browser, then ask the hub's token API from the page (session cookie plus XSRF token)."""
-    browser = chromium(pw, ca, names)
+    real browser (a fresh profile of the session's), then ask the hub's token API from the page
+    (session cookie plus XSRF token)."""
+    from browser import sign_in
+
+    context = browser.new_context()
     try:
-        page = browser.new_context().new_page()
+        page = context.new_page()
         sign_in(page, hub_url + "/hub/oauth_login", user)
         page.goto(hub_url + "/hub/home")
         xsrf = page.evaluate("window.jhdata && window.jhdata.xsrf_token")
@@ -238,4 +241,4 @@ def browser_hub_token(pw, chromium, sign_in, hub_url: str, ca: str, names: dict[
         assert status in (200, 201), f"{user['username']} could not create a token: HTTP {status} {text}"
         return json.loads(text)["token"]
     finally:
-        browser.close()
+        context.close()
