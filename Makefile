@@ -26,8 +26,8 @@ demo-destroy:
 lint: tools
 	yamllint --strict .
 	ansible-lint
-	ruff check tools tests lookup_plugins filter_plugins roles molecule
-	ruff format --check tools tests lookup_plugins filter_plugins roles molecule
+	ruff check tools tests lookup_plugins filter_plugins strategy_plugins roles molecule
+	ruff format --check tools tests lookup_plugins filter_plugins strategy_plugins roles molecule
 
 # Everything: lint, the repository and wiring tests, the exec API package, every molecule
 # scenario on booted test hosts. One pytest run reports it all (tests/).
