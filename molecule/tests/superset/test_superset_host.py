@@ -8,6 +8,7 @@ nginx.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 
@@ -116,6 +117,19 @@ def test_nothing_under_superset_home_is_writable_by_others(superset_host):
         "find /opt/superset '(' -perm -0002 -o -name .lock -perm /0077 ')' '!' -type l -print"
     )
     assert not out, f"writable by others, or a lock file not root's only:\n{out}"
+
+
+def test_metadata_database_is_stamped_up_to_date_for_the_installed_environment(superset_host):
+    # A re-run reads Superset's schema revision (seconds of its command line) only when this
+    # stamp does not name the environment installed now (roles/superset/tasks/configure.yml).
+    record = superset_host.file("/opt/superset/venv/installed-from.txt").content_string
+    stamp = superset_host.file("/opt/superset/metadata-schema-up-to-date-for")
+    owner = (stamp.user, stamp.group, stamp.mode)
+    assert owner == ("root", "root", 0o644), f"owner, group, mode: {owner}"
+    want = hashlib.sha1(record.encode()).hexdigest()
+    assert stamp.content_string.strip() == want, f"stamp {stamp.content_string!r}, environment {want}"
+    revisions = json.loads(superset_host.check_output("superset-manage db-revisions").splitlines()[-1])
+    assert revisions["current"] == revisions["heads"], f"metadata database behind its release: {revisions}"
 
 
 def test_no_secret_in_supersets_hosts_journal(superset_host, secret_values):
