@@ -6,7 +6,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_NOCOLOR := 1
 export NO_COLOR := 1
 
-.PHONY: tools demo demo-destroy lint test test-fast molecule clean
+.PHONY: tools demo demo-destroy bench lint test test-fast molecule clean
 
 # Controller tools (ansible, molecule, linters, pytest), pinned in tools/requirements.txt.
 tools: $(VENV)/.installed
@@ -22,6 +22,10 @@ demo: tools
 
 demo-destroy:
 	python3 tools/demo.py down
+
+# Speed figures beside their anchors, measured in one run on a fresh demo host (tools/bench.py).
+bench: tools
+	python3 tools/bench.py
 
 lint: tools
 	yamllint --strict .

@@ -47,7 +47,8 @@ def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
-def up() -> None:
+def up() -> dict:
+    """Boot, converge and describe the demo host; its address and how long each step took."""
     t0 = time.monotonic()
     names = ",".join(f"{label}.{DOMAIN}" for label in WEB)
     hosts = json.loads(sh([sys.executable, str(ROOT / "tools/testhost.py"), "up", SCENARIO, f"{HOST}={names}"],
@@ -66,6 +67,7 @@ def up() -> None:
                 "ansible_host": host["address"], "ansible_user": "root",
                 "ansible_ssh_private_key_file": host["identity_file"],
                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+                "ansible_host_key_checking": False,
             }},
             "vars": {"platform_domain": DOMAIN},
             "children": {g: {"hosts": {HOST: None}} for g in groups},
@@ -116,6 +118,7 @@ Services:""")
     print(f"\n  PostgreSQL listens on 127.0.0.1:5432 and [::1]:5432 of the host; databases: {', '.join(dbs)}")
     print("  (each owned by its own login role; passwords in .demo/.secrets/postgresql_<db>_password)")
     print("\nDestroy it with: make demo-destroy")
+    return {"host": host, "playbook": str(playbook), "booted_s": booted, "converged_s": converged}
 
 
 def down() -> None:

@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--sequential", type=int, default=15)
+    ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
     with open("/root/e2e-tokens.json") as f:
         token = json.load(f)[USER]
@@ -144,6 +145,9 @@ def main() -> None:
     lat, wall, fails, cpu = papermill_runs(a.runs, a.concurrency)
     results["papermill_concurrent"] = report(f"papermill CLI, {a.concurrency} at once", lat, wall, fails)
     print(json.dumps(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f)
 
 
 if __name__ == "__main__":
