@@ -10,7 +10,9 @@ Rows (issue #21's table):
 - no-op re-run of the whole site: the platform's strategy (Mitogen) beside Ansible's own linear
   strategy, the one a user gets without it; target <= 60 s and changed=0;
 - the exec API's deployed (systemd) runner beside papermill's CLI as the same user
-  (molecule/exec_api/bench.yml, files/bench_host.py): one at a time, 4 clients, with a ready run.
+  (molecule/exec_api/bench.yml, files/bench_host.py): one at a time, 4 clients, with a ready run;
+- a user's server, start -> ready, through the platform's hub beside a vanilla JupyterHub with
+  SystemdSpawner on the same host (molecule/jupyterhub/files/bench_spawn.py).
 
 Raw figures go to .bench/<UTC time>.json; the table is printed at the end.
 """
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo
@@ -67,6 +71,51 @@ def exec_api() -> dict:
     return json.loads((work / "bench.json").read_text())
 
 
+def ssh_argv() -> list[str]:
+    host = yaml.safe_load((demo.DEMO / "hosts.yml").read_text())["all"]["hosts"][demo.HOST]
+    return ["-i", host["ansible_ssh_private_key_file"], "-o", "StrictHostKeyChecking=no", "-o",
+            "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{host['ansible_host']}"]  # fmt: skip
+
+
+def hub_spawn() -> dict:
+    """Server start -> ready through the platform's hub beside a vanilla SystemdSpawner hub on the
+    demo host (molecule/jupyterhub/files/bench_spawn.py), with alice's token from a browser login."""
+    sys.path[:0] = [str(ROOT / "molecule/tests")]
+    from browser import chromium
+    from hostlib import RULES, browser_hub_token
+    from playwright.sync_api import sync_playwright
+
+    *opts, target = ssh_argv()
+    address = target.split("@", 1)[1]
+    names = {f"{label}.{demo.DOMAIN}": address for label in demo.WEB}
+    ca = str(demo.DEMO / ".secrets/platform-ca.crt")
+    password = (demo.DEMO / ".secrets" / RULES["user_password_secret"]("alice")).read_text().strip()
+    with sync_playwright() as pw:
+        browser = chromium(pw, ca, names)
+        try:
+            token = browser_hub_token(
+                browser, f"https://hub.{demo.DOMAIN}", {"username": "alice", "password": password}
+            )
+        finally:
+            browser.close()
+    work = OUT / "hub"
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (work / "token.json").touch(mode=0o600)
+    (work / "token.json").write_text(json.dumps({"alice": token}))
+    script = ROOT / "molecule/jupyterhub/files/bench_spawn.py"
+    scp = ["scp", "-q", *opts]
+    subprocess.run([*scp, str(work / "token.json"), f"{target}:/root/bench-hub-token.json"], check=True)
+    subprocess.run([*scp, str(script), f"{target}:/root/bench_spawn.py"], check=True)
+    p = subprocess.run(["ssh", *opts, target, "chmod 0700 /root/bench_spawn.py && /root/bench_spawn.py "
+                        "--json /root/bench-spawn.json; rc=$?; rm -f /root/bench-hub-token.json; exit $rc"],
+                       text=True, capture_output=True)  # fmt: skip
+    print(p.stdout, end="", flush=True)
+    if p.returncode:
+        sys.exit(f"bench: the hub's spawn benchmark failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    subprocess.run([*scp, f"{target}:/root/bench-spawn.json", str(work / "spawn.json")], check=True)
+    return json.loads((work / "spawn.json").read_text())
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
@@ -101,8 +150,18 @@ def table(res: dict) -> str:
          ">= 5/s, p99 <= 1.5 s"),
         ("exec API, with a ready run", f"p50 {ready['p50_s']:.2f} s", f"papermill CLI p50 {pm_seq['p50_s']:.2f} s",
          ratio(pm_seq["p50_s"], ready["p50_s"]) + " faster", "p50 <= 0.1 s"),
-        ("hub: start server -> ready", "not measured yet", "vanilla SystemdSpawner", "-", "<= 3 s median"),
     ]  # fmt: skip
+    hub = res["hub_spawn"]
+    mine, vanilla = hub["platform"], hub["vanilla"]
+    rows.append(
+        (
+            "hub: start server -> ready",
+            f"median {mine['median_s']:.2f} s ({', '.join(f'{x:.1f}' for x in mine['all_s'])})",
+            f"vanilla SystemdSpawner: median {vanilla['median_s']:.2f} s",
+            ratio(mine["median_s"], vanilla["median_s"]),
+            "<= 3 s median",
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -123,6 +182,7 @@ def main() -> None:
         converge = Path(up["playbook"])
     res["noop"] = noop_reruns(converge)
     res["exec_api"] = exec_api()
+    res["hub_spawn"] = hub_spawn()
     OUT.mkdir(exist_ok=True)
     path = OUT / (res["started"].replace(":", "") + ".json")
     path.write_text(json.dumps(res, indent=2) + "\n")
