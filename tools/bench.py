@@ -73,8 +73,7 @@ def exec_api() -> dict:
 
 def ssh_argv() -> list[str]:
     host = yaml.safe_load((demo.DEMO / "hosts.yml").read_text())["all"]["hosts"][demo.HOST]
-    return ["-i", host["ansible_ssh_private_key_file"], "-o", "StrictHostKeyChecking=no", "-o",
-            "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{host['ansible_host']}"]  # fmt: skip
+    return demo.ssh_options(host["ansible_ssh_private_key_file"], host["ansible_host"])
 
 
 def hub_spawn() -> dict:
@@ -100,11 +99,15 @@ def hub_spawn() -> dict:
             browser.close()
     work = OUT / "hub"
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (work / "token.json").touch(mode=0o600)
-    (work / "token.json").write_text(json.dumps({"alice": token}))
+    token_file = work / "token.json"  # alice's hub token: 0600, removed once on the host
+    token_file.touch(mode=0o600)
+    token_file.write_text(json.dumps({"alice": token}))
     script = ROOT / "molecule/jupyterhub/files/bench_spawn.py"
     scp = ["scp", "-q", *opts]
-    subprocess.run([*scp, str(work / "token.json"), f"{target}:/root/bench-hub-token.json"], check=True)
+    try:
+        subprocess.run([*scp, str(token_file), f"{target}:/root/bench-hub-token.json"], check=True)
+    finally:
+        token_file.unlink()
     subprocess.run([*scp, str(script), f"{target}:/root/bench_spawn.py"], check=True)
     p = subprocess.run(["ssh", *opts, target, "chmod 0700 /root/bench_spawn.py && /root/bench_spawn.py "
                         "--json /root/bench-spawn.json; rc=$?; rm -f /root/bench-hub-token.json; exit $rc"],

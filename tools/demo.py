@@ -47,6 +47,12 @@ def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
+def ssh_options(identity_file: str, address: str) -> list[str]:
+    """ssh's (and scp's) options and target for root on a test host."""
+    return ["-i", identity_file, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", f"root@{address}"]  # fmt: skip
+
+
 def up() -> dict:
     """Boot, converge and describe the demo host; its address and how long each step took."""
     t0 = time.monotonic()
@@ -84,8 +90,7 @@ def up() -> dict:
     sh([str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(DEMO / "hosts.yml"), str(playbook)],
        cwd=ROOT, env=env)  # fmt: skip
     converged = time.monotonic() - t0 - booted
-    ssh = ["ssh", "-i", host["identity_file"], "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-           "-o", "LogLevel=ERROR", f"root@{host['address']}"]  # fmt: skip
+    ssh = ["ssh", *ssh_options(host["identity_file"], host["address"])]
     states = sh([*ssh, "systemctl is-active " + " ".join(UNITS) + " || true"], stdout=subprocess.PIPE).stdout.split()
     dbs = sh([*ssh, "runuser -u postgres -- psql -Atc \"SELECT datname FROM pg_database WHERE NOT datistemplate"
                     " AND datname <> 'postgres' ORDER BY 1\" 2>/dev/null || true"],
