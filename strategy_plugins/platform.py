@@ -11,10 +11,13 @@ which differs per Python version and installation; this module imports it by nam
 
 from __future__ import annotations
 
+import getpass
+
 from ansible.utils.display import Display
 
 try:
     from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule as _Strategy
+    from ansible_mitogen.transport_config import PlayContextSpec
 except ImportError:
     from ansible.plugins.strategy.linear import StrategyModule as _Strategy
 
@@ -23,6 +26,19 @@ except ImportError:
         " takes 2-3 times longer. Install the pinned controller tools with `make tools`"
         " (tools/requirements.txt), or set ANSIBLE_STRATEGY=linear to silence this."
     )
+
+
+else:
+    # Ansible skips `become` when the login user already is the become user; Mitogen compares
+    # with the connection's remote_user, which a local connection leaves unset, so a run on the
+    # host itself as root (`-c local`) would call sudo, which a minimal Debian does not have.
+    _remote_user = PlayContextSpec.remote_user
+
+    def _local_remote_user(self):
+        user = _remote_user(self)
+        return getpass.getuser() if user is None and self.transport() == "local" else user
+
+    PlayContextSpec.remote_user = _local_remote_user
 
 
 class StrategyModule(_Strategy):
