@@ -35,15 +35,15 @@ CFG = {
     "slice": "exec-api-runs.slice",
     "systemd_run": "/usr/bin/systemd-run",
     "systemctl": "/usr/bin/systemctl",
-    "child_command": ["/opt/exec-api/venv/bin/python", "-m", "exec_api.services.child"],
-    "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode",
+    "warm_command": ["/opt/exec-api/venv/bin/python", "-m", "exec_api.services.warm"],
+    "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "KillMode", "OOMPolicy",
                            "TimeoutStopSec", "WorkingDirectory", "BindPaths", *HARDENING],
-    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "BindPaths",
+    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "KillMode", "OOMPolicy", "BindPaths",
                             *HARDENING],
-    "fixed_properties": {"KillMode": "control-group", **HARDENING},
+    "fixed_properties": {"KillMode": "control-group", "OOMPolicy": "continue", **HARDENING},
 }  # fmt: skip
 # Every required limit and the sandbox but KillMode, which the cases below vary.
-LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "RuntimeMaxSec=1", "BindPaths=/home/alice", *SANDBOX]
+LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "OOMPolicy=continue", "BindPaths=/home/alice", *SANDBOX]
 ALICE = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
 SVC = pwd.struct_passwd(("www-data", "x", 33, 33, "", "/var/www", "/usr/sbin/nologin"))
 USERS = {1001: ALICE, 33: SVC}
@@ -60,19 +60,19 @@ def fake_accounts(monkeypatch):
     )
 
 
-def argv(uid=1001, gid=1001, home="/home/alice", user="alice", unit="exec-api-run-42-a1b2c3.service", props=None,
+def argv(uid=1001, gid=1001, home="/home/alice", user="alice", unit="exec-api-warm-0123456789ab.service", props=None,
          command=None, extra=()):  # fmt: skip
     props = props if props is not None else [
-        "MemoryMax=2G", "MemorySwapMax=0", "CPUQuota=100%", "TasksMax=256", "RuntimeMaxSec=615",
-        "KillMode=control-group", "TimeoutStopSec=5", *SANDBOX, f"BindPaths={home}",
-        f"WorkingDirectory={home}/notebooks",
+        "MemoryMax=2G", "MemorySwapMax=0", "CPUQuota=100%", "TasksMax=256", "KillMode=control-group",
+        "OOMPolicy=continue", "TimeoutStopSec=5", *SANDBOX, f"BindPaths={home}", f"WorkingDirectory={home}",
     ]  # fmt: skip
     out = [f"--unit={unit}", "--slice=exec-api-runs.slice", f"--uid={uid}", f"--gid={gid}", "--quiet", "--collect",
            "--wait", "--pipe", "--service-type=exec", f"--setenv=HOME={home}", f"--setenv=USER={user}",
-           f"--setenv=LOGNAME={user}", "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1", *extra]  # fmt: skip
+           f"--setenv=LOGNAME={user}", "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1",
+           "--setenv=EXEC_API_WARM_READY=1", *extra]  # fmt: skip
     for p in props:
         out += ["-p", p]
-    return [*out, "--", *(command or CFG["child_command"])]
+    return [*out, "--", *(command or CFG["warm_command"])]
 
 
 def argv_props():
@@ -88,8 +88,6 @@ def test_the_role_pins_the_sandbox_the_runner_asks_for():
 def test_the_apis_own_request_is_accepted():
     a = argv()
     assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
-    a = argv(extra=["--setenv=EXEC_API_KERNEL=python3"])  # a ready run of a python3 notebook
-    assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
 
 
 @pytest.mark.parametrize(
@@ -97,13 +95,17 @@ def test_the_apis_own_request_is_accepted():
     [
         (argv(uid=0, gid=0, home="/root", user="root"), "not a user of this host"),
         (argv(uid=33, gid=33, home="/var/www", user="www-data"), "not a platform user"),
-        (argv(command=["/bin/sh", "-c", "id"]), "is not the exec API's child command"),
-        (argv(unit="ssh.service"), "not one of the exec API's run units"),
+        (argv(command=["/bin/sh", "-c", "id"]), "is not the exec API's warm runner command"),
+        (argv(unit="ssh.service"), "not one of the exec API's warm runner units"),
         (argv(extra=["-p", "User=root"]), "not allowed"),
         (argv(extra=["--property=User=root"]), "not allowed"),
         (argv(extra=["--setenv=LD_PRELOAD=/tmp/x.so"]), "not allowed"),
-        (argv(extra=["--setenv=EXEC_API_KERNEL=../../x"]), "kernelspec name"),
-        (argv(extra=["--setenv=EXEC_API_KERNEL=a\nb"]), "kernelspec name"),
+        (argv(extra=["--setenv=EXEC_API_WARM_READY=-1"]), "from 0 to 99"),
+        (argv(extra=["--setenv=EXEC_API_WARM_READY=1\nX=2"]), "from 0 to 99"),
+        (argv(extra=["--setenv=EXEC_API_KERNEL=python3"]), "not allowed"),
+        (argv(unit="exec-api-run-42-a1b2c3.service"), "warm runner units"),
+        (argv(props=[p for p in argv_props() if not p.startswith("OOMPolicy=")]), "missing: OOMPolicy"),
+        (argv(props=[p.replace("OOMPolicy=continue", "OOMPolicy=kill") for p in argv_props()]), "OOMPolicy must be"),
         (argv(gid=0), "primary group"),
         (argv(home="/root"), "HOME, USER and LOGNAME"),
         (argv(props=["MemoryMax=2G"]), "required unit properties missing"),
@@ -142,25 +144,12 @@ def test_anything_else_is_refused(request_argv, reason):
         launcher.check_run(request_argv, CFG)
 
 
-def test_a_ready_run_for_the_same_user_is_accepted():
-    a = argv(unit="exec-api-ready-0123456789ab.service")
-    assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
-    stop = ["stop", "--no-block", "exec-api-ready-0123456789ab.service"]
-    assert launcher.check_stop(stop, CFG)[1:] == stop
-    for bad in ("exec-api-ready-*.service", "exec-api-ready-0123.service", "exec-api-ready-0123456789ab.socket"):
-        with pytest.raises(launcher.Refused):
-            launcher.check_run(argv(unit=bad), CFG)
-        with pytest.raises(launcher.Refused):
-            launcher.check_stop(["stop", "--no-block", bad], CFG)
-
-
 def test_stop_only_the_apis_units():
-    assert launcher.check_stop(["stop", "--no-block", "exec-api-run-7-abcdef.service"], CFG)[0] == "/usr/bin/systemctl"
-    every_unit_of_7 = ["stop", "--no-block", "exec-api-run-7-*.service"]
-    assert launcher.check_stop(every_unit_of_7, CFG)[1:] == every_unit_of_7
-    for bad in (["stop", "--no-block", "sshd.service"], ["kill", "exec-api-run-7-abcdef.service"],
-                ["stop", "exec-api-run-7-abcdef.service"], ["stop", "--no-block", "exec-api-run-*.service"],
-                ["stop", "--no-block", "exec-api-run-7-*"], ["stop", "--no-block", "exec-api-run-*-*.service"],
-                ["stop", "--no-block", "*.service"]):  # fmt: skip
+    stop = ["stop", "--no-block", "exec-api-warm-0123456789ab.service"]
+    assert launcher.check_stop(stop, CFG) == ["/usr/bin/systemctl", *stop]
+    for bad in (["stop", "--no-block", "sshd.service"], ["kill", "exec-api-warm-0123456789ab.service"],
+                ["stop", "exec-api-warm-0123456789ab.service"], ["stop", "--no-block", "exec-api-warm-*.service"],
+                ["stop", "--no-block", "exec-api-warm-0123.service"], ["stop", "--no-block", "*.service"],
+                ["stop", "--no-block", "exec-api-warm-0123456789ab.socket"]):  # fmt: skip
         with pytest.raises(launcher.Refused):
             launcher.check_stop(bad, CFG)

@@ -5,13 +5,14 @@ Not a test: prints figures. Run by `molecule side-effect -s exec_api` (bench.yml
 converge; it uses alice's token from the identity provider (/root/e2e-tokens.json, from bench.yml).
 
 Both sides run the same trivial notebook as the Unix user alice:
-- the exec API through nginx over HTTPS: each run is a transient systemd unit as alice with its
-  limits (the production path: launcher, unit, child process, fresh kernel), submitted with
-  `wait=true` so the figure is submit -> succeeded as a client sees it;
+- the exec API through nginx over HTTPS: each run is forked by alice's warm runner, a transient
+  systemd unit as alice with the run limits (the production path: launcher on her first run,
+  then a run process and a fresh kernel per run), submitted with `wait=true` so the figure is
+  submit -> succeeded as a client sees it;
 - papermill's CLI (`runuser -u alice -- papermill in out -p n 1`), the same venv's papermill.
 Each at concurrency 1 (latency) and at the configured concurrency (throughput). The API also
-"with a ready run": one run at a time, each after alice's ready unit (started ahead when her
-previous run began) has its kernel up, as when a user's runs are not back to back.
+"with a ready run": one run at a time, each after alice's warm runner has a kernel forked ahead
+and up, as when a user's runs are not back to back.
 """
 
 from __future__ import annotations
@@ -82,12 +83,13 @@ def ready_runs(c: httpx.Client, runs: int) -> tuple[list[float], float, int]:
     fails = 0
     wall = 0.0
     for _ in range(runs):
-        deadline = time.monotonic() + 60  # alice's ready unit has its kernel up
-        while subprocess.run(["pgrep", "-u", USER, "-f", "ipykernel_launcher"], capture_output=True).returncode:
+        deadline = time.monotonic() + 60  # alice's warm runner, a run process and its kernel
+        while len(subprocess.run(["pgrep", "-u", USER, "-f", "exec_api.services.warm"],
+                                 capture_output=True, text=True).stdout.split()) < 3:  # fmt: skip
             if time.monotonic() > deadline:
                 raise SystemExit("no ready kernel for alice within 60 s: are ready runs turned off?")
             time.sleep(0.1)
-        time.sleep(1.5)  # and answering
+        time.sleep(0.5)  # and answering
         d, w, f = api_runs(c, 1, 1)
         lat += d
         fails += f

@@ -2,9 +2,10 @@
 the access tokens alice and bob got from the provider in a browser, over HTTPS through nginx; the
 host's side (units, kernels, files) read as root with testinfra.
 
-The tests of this module build on each other in file order: alice's first run, her next run in
-the unit started ahead for her, what bob may not see, a run's sandbox, a flood of alice's, paths
-outside her area, limits, and last a kill -9 of the service in the middle of a run.
+The tests of this module build on each other in file order: alice's first run, her next run on
+the kernel her warm runner forked ahead, what bob may not see (nor share: no process of his runs
+is one of hers), a run's sandbox, a flood of alice's, paths outside her area, limits, and last a
+kill -9 of the service in the middle of a run.
 """
 
 from __future__ import annotations
@@ -28,10 +29,32 @@ USER_CODE_EXPOSURE = 5.0
 
 # Prints who ran it, the parameter, and its unit's properties.
 PROBE = """import getpass, json, re, subprocess
-unit = re.search(r"(exec-api-(?:run|ready)-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
+unit = re.search(r"(exec-api-warm-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
 keys = "User,MemoryMax,CPUQuotaPerSecUSec,TasksMax,RuntimeMaxUSec,KillMode,NoNewPrivileges"
 props = subprocess.run(["systemctl", "show", unit, "-p", keys], capture_output=True, text=True).stdout
 print(json.dumps({"user": getpass.getuser(), "n": n, "unit": unit, "props": props}))"""
+
+# Who runs it, in which processes: the kernel, the run process, the warm runner; and what the
+# run may do to its warm runner (the user's own process, but not dumpable).
+PROCESSES = """import getpass, json, os, re
+def parent(pid):
+    return int(open(f"/proc/{pid}/stat").read().split(")")[-1].split()[1])
+run = os.getppid()
+warm = parent(run)
+def reach(path):
+    try:
+        open(path, "rb").close()
+        return "opened"
+    except PermissionError:
+        return "refused"
+unit = re.search(r"(exec-api-warm-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
+print(json.dumps({"user": getpass.getuser(), "pids": [os.getpid(), run, warm], "group": os.getpgid(0),
+                  "unit": unit, "fd": reach(f"/proc/{warm}/fd/1"), "mem": reach(f"/proc/{warm}/mem")}))"""
+
+# Leaves a process behind that left the run's process group (its own session), and notes its pid.
+ESCAPE = """import subprocess
+p = subprocess.Popen(["sleep", "300"], start_new_session=True)
+open("escaped.pid", "w").write(str(p.pid))"""
 
 # Notes the unit it runs in, so the kill -9 test knows which one to watch.
 WHERE = """import re
@@ -168,35 +191,39 @@ def test_it_ran_in_a_transient_unit_with_the_runs_limits(alice, first_run):
     assert not wrong, f"unit properties (got, expected): {wrong}"
 
 
-# ------------------------------------------------------------------------------ a run started ahead
+# ------------------------------------------------------------------------------ a kernel forked ahead
+def warm_processes(host, user: str) -> int:
+    """Processes of `user`'s warm runner: itself, and each run process and its kernel."""
+    return len(host.run(f"pgrep -u {user} -f exec_api.services.warm").stdout.split())
+
+
 @pytest.fixture(scope="module")
-def ready_units(api_host, first_run) -> list[str]:
-    """alice's ready units once her kernel is up (her next run is started ahead)."""
+def warm_units(api_host, first_run) -> list[str]:
+    """alice's warm runner once a kernel waits for her next run (runner, run process, kernel)."""
 
     def ready():
-        kernel_up = api_host.run("pgrep -u alice -f ipykernel_launcher").rc == 0
-        return kernel_up and units_of(api_host, "exec-api-ready-*", "alice")
+        return warm_processes(api_host, "alice") >= 3 and units_of(api_host, "exec-api-warm-*", "alice")
 
     return poll(ready, 60) or []
 
 
 @pytest.fixture(scope="module")
-def next_run(alice, probe_notebook, ready_units):
-    time.sleep(2)  # the kernel answers its first request
+def next_run(alice, probe_notebook, warm_units):
+    time.sleep(1)  # the kernel answers its first request
     t0 = time.monotonic()
     ex = alice.wait(alice.run(notebook_id=probe_notebook.id, parameters={"n": 22}).id, timeout=120, poll=0.02)
     print(f"figure: alice's next run, submit -> succeeded seen by the client {time.monotonic() - t0:.3f} s")
     return ex
 
 
-def test_a_ready_run_waits_for_alices_next_run(ready_units):
-    assert ready_units, "no exec-api-ready-* unit of alice's is active, or her kernel is not up, after 60 s"
+def test_a_kernel_waits_for_alices_next_run(warm_units):
+    assert warm_units, "no exec-api-warm-* unit of alice's with a kernel forked ahead after 60 s"
 
 
-def test_alices_next_run_runs_in_the_unit_started_ahead(alice, next_run, ready_units):
+def test_alices_next_run_runs_in_her_warm_runner(alice, first_run, next_run, warm_units):
     assert next_run.status == "succeeded", f"run {next_run.id}: {next_run.status} {next_run.error_message}"
-    probe = printed(alice, next_run.id)
-    assert probe["unit"] in ready_units, f"the next run ran in {probe['unit']}, not in {ready_units}"
+    unit = printed(alice, next_run.id)["unit"]
+    assert unit in warm_units and unit == printed(alice, first_run.id)["unit"], (unit, warm_units)
 
 
 def test_the_next_run_is_alices_with_the_same_limits(alice, next_run):
@@ -211,8 +238,58 @@ def test_the_next_run_does_not_wait_for_a_kernel_start(next_run):
     assert took < 1.0, f"submitted -> succeeded took {took:.3f} s (the exec API's own timestamps)"
 
 
-def test_bob_has_no_ready_run_before_a_run_of_his(api_host, next_run):
-    assert not units_of(api_host, "exec-api-ready-*", "bob"), "a ready unit runs for bob, who ran nothing yet"
+def test_bob_has_no_warm_runner_before_a_run_of_his(api_host, next_run):
+    assert not units_of(api_host, "exec-api-warm-*", "bob"), "a warm runner runs for bob, who ran nothing yet"
+
+
+# ------------------------------------------------------------------------------ two users, no process shared
+@pytest.fixture(scope="module")
+def processes(alice, bob, notebook, next_run) -> dict:
+    """alice's and bob's runs of the same notebook, twice each, interleaved."""
+    for user in ("alice", "bob"):
+        notebook(user, "processes.ipynb", [PROCESSES])
+    got: dict = {"alice": [], "bob": []}
+    for user, api in (("alice", alice), ("bob", bob), ("alice", alice), ("bob", bob)):
+        ex = api.wait(api.run(path="processes.ipynb").id, timeout=300)
+        assert ex.status == "succeeded", f"{user}'s run: {ex.status} {ex.error_message}"
+        got[user].append(printed(api, ex.id))
+    return got
+
+
+def test_two_users_runs_never_share_a_process(processes):
+    pids = {user: {pid for run in runs for pid in run["pids"]} for user, runs in processes.items()}
+    units = {user: {run["unit"] for run in runs} for user, runs in processes.items()}
+    assert not pids["alice"] & pids["bob"], f"processes in both users' runs: {pids['alice'] & pids['bob']}"
+    assert len(units["alice"]) == len(units["bob"]) == 1 and units["alice"] != units["bob"], units
+    assert all(run["user"] == user for user, runs in processes.items() for run in runs), processes
+
+
+def test_every_run_is_a_fresh_kernel_in_a_fresh_process_group(processes):
+    runs = processes["alice"]
+    assert runs[0]["pids"][:2] != runs[1]["pids"][:2] and runs[0]["group"] != runs[1]["group"], runs
+    assert all(run["group"] == run["pids"][1] for run in runs), "a kernel outside its run's process group"
+
+
+def test_a_run_cannot_open_its_warm_runners_pipes_or_memory(processes):
+    reached = {(run["fd"], run["mem"]) for runs in processes.values() for run in runs}
+    assert reached == {("refused", "refused")}, f"a run opening its warm runner's /proc fd/1 and mem: {reached}"
+
+
+@pytest.fixture(scope="module")
+def escaped(alice, api_host, notebook, processes) -> dict:
+    notebook("alice", "escape.ipynb", [ESCAPE])
+    api_host.run("rm -f /home/alice/notebooks/escaped.pid")
+    ex = alice.wait(alice.run(path="escape.ipynb").id, timeout=300)
+    pid = api_host.file("/home/alice/notebooks/escaped.pid")
+    got = {"run": ex, "pid": pid.content_string.strip() if pid.exists else None}
+    if got["pid"]:
+        got["gone"] = poll(lambda: not api_host.file(f"/proc/{got['pid']}").exists, 10)
+    return got
+
+
+def test_a_process_that_left_its_runs_group_ends_with_the_run(escaped):
+    assert escaped["run"].status == "succeeded" and escaped["pid"], f"the escape run: {escaped['run']}"
+    assert escaped["gone"], f"process {escaped['pid']}, started in its own session by a run, outlived the run"
 
 
 # ------------------------------------------------------------------------------ bob and alice's things
@@ -390,7 +467,7 @@ def test_the_service_is_healthy_after_it(alice, over_time):
 @pytest.fixture(scope="module")
 def killed(alice, api_host, over_time) -> dict:
     """A long run of alice's; its unit's exposure; then kill -9 of the service's process and
-    what became of the run, its unit and alice's ready unit."""
+    what became of the run and alice's warm runner."""
     api_host.run(f"rm -f {SLEEP_UNIT}")
     eid = alice.run(path="sleep.ipynb", parameters={"n": 30}).id
     got: dict = {"running": poll(lambda: alice.execution(eid).status == "running", 30)}
@@ -413,7 +490,7 @@ def killed(alice, api_host, over_time) -> dict:
     if got["unit"]:
         state = f"systemctl is-active {got['unit']}"
         got["orphan_ended"] = poll(lambda: api_host.run(state).stdout.strip() not in running, 30, 1)
-    got["ready_ended"] = poll(lambda: not units_of(api_host, "exec-api-ready-*", "alice"), 30, 1)
+    got["warm_ended"] = poll(lambda: not units_of(api_host, "exec-api-warm-*", "alice"), 30, 1)
     got["health"] = poll(lambda: health(alice) == 200 and 200, 60, 1)
     return got
 
@@ -431,12 +508,12 @@ def test_after_kill_9_the_run_is_not_left_running(killed):
     assert killed["status"], "after kill -9 and restart the run stayed running (or the API did not answer) for 90 s"
 
 
-def test_the_orphaned_run_unit_ends_after_the_restart(killed):
+def test_the_orphaned_runs_warm_runner_ends_after_the_restart(killed):
     assert killed.get("orphan_ended"), f"{killed['unit']} still active 30 s after the restart"
 
 
-def test_the_ready_unit_ends_with_the_killed_service(killed):
-    assert killed["ready_ended"], "a ready unit of alice's is still active 30 s after the service was killed"
+def test_no_warm_runner_of_alices_outlives_the_killed_service(killed):
+    assert killed["warm_ended"], "a warm runner of alice's is still active 30 s after the service was killed"
 
 
 def test_the_service_comes_back(killed):

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Starts notebook runs as their owners, for an exec API that runs without privileges.
 
-The exec API's systemd runner builds a `systemd-run` command line that starts one run as the
-notebook owner's Unix user in a transient unit with resource limits. Starting a unit for
+The exec API's systemd runner builds a `systemd-run` command line that starts a user's warm
+runner (which forks each of that user's runs) as the notebook owner's Unix user, in a transient
+unit with resource limits. Starting a unit for
 another user takes root (or a polkit grant that would also allow `User=root`). Instead, the API
 runs as its own system user and its runner is pointed at this program's client side:
 
@@ -15,16 +16,14 @@ connection). The root side accepts only the API's user as peer, checks the reque
 /etc/exec-api/launcher.json and only then executes the real systemd-run or systemctl with the
 client's descriptors, and sends back the exit status. What it accepts:
 
-- run: the unit names and slice the API uses (a run's own unit, or a ready run: a unit of the
-  same user with the same limits, started ahead, whose child waits for its job); a target uid
+- run: the unit names and slice the API uses (`exec-api-warm-<12 hex>.service`); a target uid
   that is a member of the platform's users group and at least `min_uid` (never root or a system
-  account), with its own primary gid, HOME, USER and LOGNAME (and the kernelspec name its child
-  starts, EXEC_API_KERNEL); only allowed unit properties, each
+  account), with its own primary gid, HOME, USER and LOGNAME (and how many kernels it forks
+  ahead, EXEC_API_WARM_READY); only allowed unit properties, each
   at most once, every required limit and sandbox setting present (the sandbox's with exactly the
   configured values), a working directory inside the user's home, and, bound into the unit's
-  otherwise empty /home, only that home; and exactly the configured child command.
-- stop: `stop --no-block <one of the API's run or ready units>` or `exec-api-run-<id>-*.service`
-  (all units of one execution).
+  otherwise empty /home, only that home; and exactly the configured warm runner command.
+- stop: `stop --no-block <one of the API's warm runner units>`.
 
 Anything else is refused with exit status 126 and a reason on the client's stderr.
 """
@@ -43,12 +42,11 @@ import sys
 
 CONFIG = os.environ.get("EXEC_API_LAUNCHER_CONFIG", "/etc/exec-api/launcher.json")
 SOCKET = os.environ.get("EXEC_API_LAUNCHER_SOCKET", "/run/exec-api-launcher.sock")
-# A run's own unit (exec-api-run-<id>-<hex>) or a ready run, started ahead for its user (exec-api-ready-<hex>).
-UNIT_RE = re.compile(r"^exec-api-(?:run-[0-9]+-[0-9a-f]{6}|ready-[0-9a-f]{12})\.service$")
-# Stop also takes every unit of one execution (orphans after a crash): exec-api-run-<id>-*.service
-STOP_RE = re.compile(r"^exec-api-(?:run-[0-9]+-(?:[0-9a-f]{6}|\*)|ready-[0-9a-f]{12})\.service$")
-# The kernelspec a run's child starts its kernel from (the runner's KERNEL_NAME_RE).
-KERNEL_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A user's warm runner, which forks that user's runs (exec-api-warm-<hex>).
+UNIT_RE = re.compile(r"^exec-api-warm-[0-9a-f]{12}\.service$")
+STOP_RE = UNIT_RE
+# How many kernels the warm runner forks ahead.
+READY_RE = re.compile(r"[0-9]{1,2}")
 REFUSED = 126
 FLAGS = {"--quiet", "--collect", "--wait", "--pipe", "--service-type=exec"}
 
@@ -64,8 +62,8 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
         raise Refused("no command after --")
     sep = argv.index("--")
     opts, command = argv[:sep], argv[sep + 1 :]
-    if command != cfg["child_command"]:
-        raise Refused(f"command {command!r} is not the exec API's child command")
+    if command != cfg["warm_command"]:
+        raise Refused(f"command {command!r} is not the exec API's warm runner command")
     seen: dict[str, str] = {}
     env: dict[str, str] = {}
     props: dict[str, str] = {}
@@ -84,10 +82,10 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
             i += 1
         elif o.startswith("--setenv="):
             key, _, value = o[len("--setenv=") :].partition("=")
-            if key not in {"HOME", "USER", "LOGNAME", "PYDEVD_DISABLE_FILE_VALIDATION", "EXEC_API_KERNEL"}:
+            if key not in {"HOME", "USER", "LOGNAME", "PYDEVD_DISABLE_FILE_VALIDATION", "EXEC_API_WARM_READY"}:
                 raise Refused(f"environment variable {key!r} is not allowed")
-            if key == "EXEC_API_KERNEL" and not KERNEL_RE.fullmatch(value):
-                raise Refused("EXEC_API_KERNEL must be a kernelspec name ([A-Za-z0-9._-], at most 64)")
+            if key == "EXEC_API_WARM_READY" and not READY_RE.fullmatch(value):
+                raise Refused("EXEC_API_WARM_READY must be a number from 0 to 99")
             env[key] = value
         elif o.split("=", 1)[0] in {"--unit", "--slice", "--uid", "--gid"} and "=" in o:
             key, value = o.split("=", 1)
@@ -96,7 +94,7 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
             raise Refused(f"option {o!r} is not allowed")
         i += 1
     if not UNIT_RE.match(seen.get("--unit", "")):
-        raise Refused("unit name is not one of the exec API's run units")
+        raise Refused("unit name is not one of the exec API's warm runner units")
     if seen.get("--slice") != cfg["slice"]:
         raise Refused(f"slice must be {cfg['slice']}")
     try:
@@ -127,7 +125,7 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
 
 def check_stop(argv: list[str], cfg: dict) -> list[str]:
     if len(argv) != 3 or argv[:2] != ["stop", "--no-block"] or not STOP_RE.match(argv[2]):
-        raise Refused("only `stop --no-block <exec API run unit>` is allowed")
+        raise Refused("only `stop --no-block <exec API warm runner unit>` is allowed")
     return [cfg["systemctl"], *argv]
 
 

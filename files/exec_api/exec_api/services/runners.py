@@ -1,20 +1,15 @@
 """Runners: where and as whom a notebook runs.
 
 * ``local``      in the worker process, on a pre-started kernel from the zygote pool
-                 (fastest; runs as the service user; for tests and development).
-* ``subprocess`` one child process per run (``python -m exec_api.services.child``) speaking the
-                 child protocol below; no systemd needed.
-* ``systemd``    the same child, started by ``systemd-run`` as the notebook owner's Unix user
-                 in a transient unit with memory/CPU/task/runtime limits and
+                 (runs as the service user; for tests and development).
+* ``subprocess`` a warm runner per user (``python -m exec_api.services.warm``), a child of the
+                 worker running as the service user; no systemd needed.
+* ``systemd``    the same warm runner, started by ``systemd-run`` as the notebook owner's Unix
+                 user in a transient unit with memory/CPU/task limits, the sandbox below and
                  ``KillMode=control-group``.
 
-Child protocol: the child starts its kernel, then reads the job, one JSON line on stdin
-``{"notebook": abs path, "cwd": dir, "parameters": {...}, "types": {...}, "timeout": s,
-"max_output_bytes": n, "output_path": path, "report_mode": bool}``;
-the answer is one JSON line on stdout
-``{"status": "succeeded"|"failed"|"timed_out", "error": {...}|null, "notebook": {...}|null}``.
-The runner keeps stdin open until the answer is in: end of file on stdin (the worker died,
-or a ready child is no longer wanted) makes the child kill its kernel and exit.
+The warm runner forks one run process per run, each with a fresh kernel; see
+:mod:`exec_api.services.warm` for what it does and its protocol.
 """
 
 from __future__ import annotations
@@ -40,6 +35,7 @@ import nbformat
 from exec_api.core.config import Settings
 from exec_api.services.engine import DEFAULT_KERNEL, OutputTooLarge
 from exec_api.services.kernels import KernelPool, KernelStartError, kernel_env
+from exec_api.services.warm import ANSWER_ROOM
 
 log = logging.getLogger(__name__)
 
@@ -101,30 +97,8 @@ def error_text(err: dict[str, Any] | None) -> str | None:
 # A kernelspec name as jupyter_client allows it: the only form passed on to a child.
 KERNEL_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-# Room in the child's answer beyond the output cap (status, error, JSON framing), and how
-# much of its stderr is kept (the end, for the error message).
-ANSWER_ROOM = 1024 * 1024
+# What of a warm runner's stderr is kept (the end, for the message when it ends).
 STDERR_TAIL = 64 * 1024
-
-
-def read_capped(f: Any, cap: int | None, chunk: int = 1024 * 1024) -> tuple[bytes, int]:
-    """Read ``f`` to its end, or until more than ``cap`` bytes: then ``(b"", bytes read)``."""
-    parts: list[bytes] = []
-    total = 0
-    while b := f.read1(chunk) if hasattr(f, "read1") else f.read(chunk):
-        total += len(b)
-        if cap is not None and total > cap:
-            return b"", total
-        parts.append(b)
-    return b"".join(parts), 0
-
-
-def read_tail(f: Any, keep: int, chunk: int = 65536) -> bytes:
-    """Read ``f`` to its end, keeping only its last ``keep`` bytes."""
-    buf = b""
-    while b := f.read1(chunk) if hasattr(f, "read1") else f.read(chunk):
-        buf = (buf + b)[-keep:]
-    return buf
 
 
 # ----------------------------------------------------------------------------- local
@@ -206,27 +180,43 @@ class LocalRunner:
 
 # ------------------------------------------------------------------------ subprocess
 @dataclass
-class Started:
-    """A child the runner started: for a job at once (cold) or ahead of time (ready)."""
+class _Pending:
+    done: threading.Event = field(default_factory=threading.Event)
+    doc: dict[str, Any] | None = None
+
+
+@dataclass
+class Warm:
+    """A user's warm runner (:mod:`exec_api.services.warm`) and the runs handed to it."""
 
     proc: subprocess.Popen[bytes]
     username: str
     unit: str | None = None
-    kernel: str = DEFAULT_KERNEL
-    at: float = field(default_factory=time.monotonic)
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    ready: int = 0
+    used: float = field(default_factory=time.monotonic)
+    err: bytes = b""
+    ended: str | None = None  # why it is gone, once it is
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+    def send(self, doc: dict[str, Any]) -> bool:
+        try:
+            self.proc.stdin.write(json.dumps(doc).encode() + b"\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return False
+        return True
 
 
 class SubprocessRunner:
-    """Runs each job in a child process (``python -m exec_api.services.child``).
+    """Runs each job in a run process forked by its user's warm runner
+    (``python -m exec_api.services.warm``), started on a user's first run and kept while they
+    run notebooks: one fresh kernel per run, forked ahead from modules imported once.
 
-    Ready runs: after a user's run is handed over, the runner starts ``ready_per_user``
-    children for that user ahead of time.  Each starts its own fresh kernel and waits for a
-    job on stdin, so that user's next run does not wait for a kernel start; one child, one
-    kernel, one run.  Ready children nobody took in ``ready_idle_seconds`` are ended (stdin
-    closed), and only the ``ready_max_users`` most recent users keep them.
+    Without systemd (this class) the warm runner is a child process of the worker and runs as
+    the service user; :class:`SystemdRunner` starts it as the notebook owner, in a unit with
+    the run limits.  A warm runner nobody used for ``ready_idle_seconds`` is let go (stdin
+    closed), and only the ``ready_max_users`` most recent users keep an idle one.
     """
 
     name = "subprocess"
@@ -235,86 +225,120 @@ class SubprocessRunner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.python = settings.systemd_python or sys.executable
-        # Ready children by (user, kernelspec): a user's next run of a notebook on that kernel.
-        self._ready: OrderedDict[tuple[str, str], list[Started]] = OrderedDict()
+        self._warm: OrderedDict[str, Warm] = OrderedDict()
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        # What one answer may be: the output cap, and room for the status and the framing.
+        cap = settings.max_output_bytes
+        self.answer_cap = None if cap is None else cap + ANSWER_ROOM + 4096
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        if self.settings.ready_per_user > 0:
-            threading.Thread(target=self._expire_loop, name="ready-runs", daemon=True).start()
+        threading.Thread(target=self._expire_loop, name="warm-runners", daemon=True).start()
 
     def close(self) -> None:
         self._closing.set()
         with self._lock:
-            ready = [r for rs in self._ready.values() for r in rs]
-            self._ready.clear()
-        for r in ready:
-            self._end(r)
+            warm = list(self._warm.values())
+            self._warm.clear()
+        for w in warm:
+            self._let_go(w)
 
     def ready_kernels(self) -> int:
         with self._lock:
-            return sum(r.alive() for rs in self._ready.values() for r in rs)
+            return sum(w.ready for w in self._warm.values() if w.ended is None)
 
     def reap(self, execution_ids: list[int]) -> None:
-        return None  # an orphaned child sees its stdin close when its worker dies, and ends
+        return None  # a dead worker's warm runners see their stdin close, kill their runs, and end
 
-    # ----------------------------------------------------------------- children
-    def child_command(self) -> list[str]:
-        return [self.python, "-m", "exec_api.services.child"]
+    # ------------------------------------------------------------- warm runners
+    def warm_command(self) -> list[str]:
+        return [self.python, "-m", "exec_api.services.warm"]
 
-    def _spawn(
-        self, username: str, job: Job | None = None, kernel: str = DEFAULT_KERNEL
-    ) -> Started:
-        """A child for ``job`` now, or (``job`` None) one started ahead for ``username``
-        on ``kernel``, whose kernel changes to the notebook's directory when its job comes."""
-        kernel = job.kernel_name if job else kernel
+    def _popen(self, username: str) -> Warm:
         env = kernel_env()
-        if KERNEL_NAME_RE.fullmatch(kernel):
-            env["EXEC_API_KERNEL"] = kernel
+        env["EXEC_API_WARM_READY"] = str(self.settings.ready_per_user)
         proc = subprocess.Popen(
-            self.child_command(),
+            self.warm_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            cwd=job.cwd if job else None,
             env=env,
         )
-        return Started(proc, username, kernel=kernel)
+        return Warm(proc, username)
 
-    # --------------------------------------------------------------- ready runs
-    def _take(self, username: str, kernel: str) -> Started | None:
+    def _for(self, username: str) -> Warm:
+        """The user's warm runner, started now if they have none."""
+        evicted: list[Warm] = []
         with self._lock:
-            rs = self._ready.get((username, kernel)) or []
-            while rs:
-                r = rs.pop(0)
-                if r.alive():
-                    return r
-                self._ended_early(r)
-        return None
+            w = self._warm.get(username)
+            if w is None or w.ended is not None:
+                w = self._popen(username)
+                self._warm[username] = w
+                threading.Thread(target=self._listen, args=(w,), daemon=True).start()
+                threading.Thread(target=self._stderr, args=(w,), daemon=True).start()
+            self._warm.move_to_end(username)
+            w.used = time.monotonic()
+            idle = [v for k, v in self._warm.items() if k != username and not v.pending]
+            while len(self._warm) > self.settings.ready_max_users and idle:
+                gone = idle.pop(0)
+                del self._warm[gone.username]
+                evicted.append(gone)
+        for gone in evicted:
+            self._let_go(gone)
+        return w
 
-    def _refill(self, username: str, kernel: str = DEFAULT_KERNEL) -> None:
-        """Start ready children for ``username`` on ``kernel`` up to ``ready_per_user``
-        (a kernel name that is not a plain kernelspec name gets none)."""
-        s = self.settings
-        if s.ready_per_user <= 0 or self._closing.is_set() or not KERNEL_NAME_RE.fullmatch(kernel):
-            return
-        evicted: list[Started] = []
+    def _listen(self, w: Warm) -> None:
+        """Answers from the warm runner, each to the run waiting for it (and only that)."""
+        out = w.proc.stdout
+        assert out is not None
+        why = "it exited"
+        while True:
+            line = out.readline() if self.answer_cap is None else out.readline(self.answer_cap)
+            if not line:
+                break
+            if not line.endswith(b"\n"):  # longer than any answer may be: it cannot be trusted
+                why = "it sent an answer over the output cap's bound"
+                self.stop_warm(w)
+                break
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if "ready" in doc and isinstance(doc["ready"], int):
+                w.ready = doc["ready"]
+                continue
+            rid = doc.get("id")
+            with w.lock:
+                pend = w.pending.pop(rid, None) if isinstance(rid, int) else None
+            if pend is not None:
+                pend.doc = doc
+                pend.done.set()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            w.proc.wait(timeout=10)
+        time.sleep(0.05)  # the end of its stderr
+        err = w.err.decode("utf-8", "replace")[-2000:].strip()
+        code = w.proc.returncode
+        w.ended = f"{username_runner(w)} ended ({why}, exit {code}){': ' + err if err else ''}"
+        with w.lock:
+            left, w.pending = list(w.pending.values()), {}
+        for pend in left:
+            pend.done.set()
         with self._lock:
-            rs = self._ready.setdefault((username, kernel), [])
-            self._ready.move_to_end((username, kernel))
-            while len(self._ready) > s.ready_max_users:
-                evicted += self._ready.popitem(last=False)[1]
-            while len(rs) < s.ready_per_user:
-                try:
-                    rs.append(self._spawn(username, kernel=kernel))
-                except (OSError, KeyError) as e:
-                    log.warning("cannot start a ready run for %s: %s", username, e)
-                    break
-        for r in evicted:
-            self._end(r)
+            if self._warm.get(w.username) is w:
+                del self._warm[w.username]
+        self._close_pipes(w)
+        if not self._closing.is_set() and code not in (0, 143, -15):
+            log.warning("%s", w.ended)
+
+    @staticmethod
+    def _stderr(w: Warm) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while b := w.proc.stderr.read1(65536):  # type: ignore[union-attr]
+                w.err = (w.err + b)[-STDERR_TAIL:]
 
     def _expire_loop(self) -> None:
         every = min(30.0, max(0.5, self.settings.ready_idle_seconds / 4))
@@ -322,165 +346,129 @@ class SubprocessRunner:
             self.expire()
 
     def expire(self) -> None:
-        """End ready children older than ready_idle_seconds; forget users left with none."""
+        """Let go of the warm runners nobody used for ready_idle_seconds."""
         limit = time.monotonic() - self.settings.ready_idle_seconds
-        ended: list[Started] = []
         with self._lock:
-            for key in list(self._ready):
-                keep = []
-                for r in self._ready[key]:
-                    if not r.alive():
-                        self._ended_early(r)
-                    elif r.at < limit:
-                        ended.append(r)
-                    else:
-                        keep.append(r)
-                if keep:
-                    self._ready[key] = keep
-                else:
-                    del self._ready[key]
-        for r in ended:
-            self._end(r)
+            idle = [w for w in self._warm.values() if not w.pending and w.used < limit]
+            for w in idle:
+                del self._warm[w.username]
+        for w in idle:
+            self._let_go(w)
 
-    def _ended_early(self, r: Started) -> None:
-        err = b""
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            os.set_blocking(r.proc.stderr.fileno(), False)  # type: ignore[union-attr]
-            err = r.proc.stderr.read() or b""  # type: ignore[union-attr]
-        log.warning(
-            "a ready run for %s ended before it was used (exit %s): %s",
-            r.username,
-            r.proc.returncode,
-            err.decode("utf-8", "replace")[-500:].strip(),
-        )
-        self._close_pipes(r)
-
-    def _end(self, r: Started) -> None:
-        """End a ready child: stdin closed means "no job", and it exits."""
+    def _let_go(self, w: Warm) -> None:
+        """Close its stdin: it kills its ready runs and exits; stopped if it does not."""
         with contextlib.suppress(OSError, ValueError):
-            r.proc.stdin.close()  # type: ignore[union-attr]
+            w.proc.stdin.close()  # type: ignore[union-attr]
 
         def _collect() -> None:
             try:
-                r.proc.wait(timeout=self.grace_seconds + 10)
+                w.proc.wait(timeout=self.grace_seconds + 10)
             except subprocess.TimeoutExpired:
-                self.stop_child(r)
-            self._close_pipes(r)
+                self.stop_warm(w)
 
         threading.Thread(target=_collect, daemon=True).start()
 
+    def stop_warm(self, w: Warm) -> None:
+        """Stop a warm runner and every run in it: SIGTERM (it kills its runs), then SIGKILL."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(w.proc.pid, signal.SIGTERM)
+        try:
+            w.proc.wait(timeout=self.grace_seconds)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(w.proc.pid, signal.SIGKILL)
+
     @staticmethod
-    def _close_pipes(r: Started) -> None:
-        for f in (r.proc.stdin, r.proc.stdout, r.proc.stderr):
+    def _close_pipes(w: Warm) -> None:
+        for f in (w.proc.stdin, w.proc.stdout):
             with contextlib.suppress(OSError, ValueError):
                 if f is not None:
                     f.close()
 
     # ---------------------------------------------------------------------- run
-    def stop_child(self, r: Started) -> None:
-        """Stop the run: SIGTERM (the child kills its kernel group), then SIGKILL."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(r.proc.pid, signal.SIGTERM)
-        try:
-            r.proc.wait(timeout=self.grace_seconds)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(r.proc.pid, signal.SIGKILL)
-
     def run(self, job: Job, control: Control) -> Outcome:
-        payload = json.dumps(
-            {
-                "notebook": job.notebook_path,
-                "cwd": job.cwd,
-                "parameters": job.parameters,
-                "types": job.types,
-                "timeout": job.timeout_seconds,
-                "max_output_bytes": job.max_output_bytes,
-                "output_path": job.output_path,
-                "report_mode": job.report_mode,
-            }
-        ).encode()
-        started = self._take(job.username, job.kernel_name)
-        if started is None:
+        payload = {
+            "notebook": job.notebook_path,
+            "cwd": job.cwd,
+            "parameters": job.parameters,
+            "types": job.types,
+            "timeout": job.timeout_seconds,
+            "max_output_bytes": job.max_output_bytes,
+            "output_path": job.output_path,
+            "report_mode": job.report_mode,
+        }
+        pend = _Pending()
+        for _attempt in range(2):  # a runner that ended just now (idle, killed): start another
             try:
-                started = self._spawn(job.username, job)
-            except OSError as e:
+                w = self._for(job.username)
+            except (OSError, KeyError) as e:
                 return Outcome("failed", error_message=f"cannot start runner: {e}")
-        proc = started.proc
-        result: dict[str, bytes] = {}
-        # The child is the user's own process: what it writes is read with bounds (the
-        # answer: the output cap and room for the status; stderr: its last bytes).
-        cap = None if job.max_output_bytes is None else job.max_output_bytes + ANSWER_ROOM
-        too_large: list[int] = []
-
-        def _talk() -> None:
-            # The job is one line; stdin stays open while the run lasts (its end = stop).
-            with contextlib.suppress(OSError, ValueError):
-                proc.stdin.write(payload + b"\n")  # type: ignore[union-attr]
-                proc.stdin.flush()  # type: ignore[union-attr]
-            err: list[bytes] = []
-            reader = threading.Thread(
-                target=lambda: err.append(read_tail(proc.stderr, STDERR_TAIL)),  # type: ignore[arg-type]
-                daemon=True,
+            with w.lock:
+                w.pending[job.execution_id] = pend
+            if w.send({"op": "run", "id": job.execution_id, "job": payload}):
+                break
+            with w.lock:
+                w.pending.pop(job.execution_id, None)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.proc.wait(timeout=5)
+        else:
+            return Outcome(
+                "failed", error_message=f"cannot reach the runner: {w.ended or 'its pipe closed'}"
             )
-            reader.start()
-            out, over = read_capped(proc.stdout, cap)  # type: ignore[arg-type]
-            if over:
-                too_large.append(over)
-                return  # the child may still be writing: the caller stops it
-            result["out"] = out
-            reader.join()
-            proc.wait()
-            result["err"] = err[0] if err else b""
-
-        t = threading.Thread(target=_talk, daemon=True)
-        t.start()
-        self._refill(job.username, job.kernel_name)  # the next run's kernel, started ahead
+        # The warm runner kills the run GRACE s past its deadline; this is the last line.
         deadline = time.monotonic() + job.timeout_seconds + 30
-        stopped_reason: str | None = None
-        while t.is_alive():
-            if control.stop.wait(0.05):
-                stopped_reason = control.reason
-                break
-            if time.monotonic() > deadline:
-                stopped_reason = "timed_out"
-                break
-        if stopped_reason:
-            self.stop_child(started)
-            t.join(timeout=self.grace_seconds + 5)
-            self._close_pipes(started)
-            return Outcome(stopped_reason, error_message=f"execution {stopped_reason}")
-        t.join()
-        if too_large:
-            self.stop_child(started)
-            self._close_pipes(started)
+        stopped: str | None = None
+        while not pend.done.wait(0.05):
+            if control.stop.is_set():
+                stopped = control.reason
+            elif time.monotonic() > deadline:
+                stopped = "timed_out"
+            if stopped:
+                with w.lock:
+                    w.pending.pop(job.execution_id, None)
+                if stopped == "timed_out":  # the warm runner missed its own deadline: it is stuck
+                    self.stop_warm(w)
+                else:
+                    w.send({"op": "cancel", "id": job.execution_id})
+                return Outcome(stopped, error_message=f"execution {stopped}")
+        w.used = time.monotonic()
+        if pend.doc is None:
+            return Outcome("failed", error_message=f"the run was lost: {w.ended or 'no answer'}")
+        if "over" in pend.doc:
             assert job.max_output_bytes is not None
+            over = (
+                int(pend.doc["over"]) if isinstance(pend.doc["over"], int) else job.max_output_bytes
+            )
             return Outcome(
                 "failed",
                 error_message=str(
-                    OutputTooLarge(too_large[0], job.max_output_bytes, at_least=True)
+                    OutputTooLarge(
+                        max(over, job.max_output_bytes + 1), job.max_output_bytes, at_least=True
+                    )
                 ),
             )
-        self._close_pipes(started)
-        return self.parse(proc.returncode, result.get("out") or b"", result.get("err") or b"")
+        return self.parse(pend.doc.get("result"))
 
     @staticmethod
-    def parse(returncode: int | None, out: bytes, err: bytes) -> Outcome:
-        try:
-            doc = json.loads(out.decode("utf-8", "replace").strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            tail = err.decode("utf-8", "replace")[-2000:]
-            return Outcome("failed", error_message=f"runner exited with {returncode}: {tail}")
+    def parse(doc: Any) -> Outcome:
+        if not isinstance(doc, dict):
+            return Outcome("failed", error_message="the run's answer was not understood")
         status = doc.get("status")
         if status not in ("succeeded", "failed", "timed_out"):
             status = "failed"
-        e = doc.get("error")
+        e = doc.get("error") if isinstance(doc.get("error"), dict) else None
+        nb = doc.get("notebook") if isinstance(doc.get("notebook"), dict) else None
+        msg = doc.get("error_message")
         return Outcome(
             status,
-            notebook=doc.get("notebook"),
-            error_message=doc.get("error_message") or error_text(e),
+            notebook=nb,
+            error_message=(msg if isinstance(msg, str) else None) or error_text(e),
             error_detail=e,
         )
+
+
+def username_runner(w: Warm) -> str:
+    return f"the warm runner of {w.username}" + (f" ({w.unit})" if w.unit else "")
 
 
 # --------------------------------------------------------------------------- systemd
@@ -522,41 +510,33 @@ RUN_HARDENING = (
 
 
 class SystemdRunner(SubprocessRunner):
-    """The child runs as the notebook owner in a transient systemd unit.
+    """The warm runner runs as the notebook owner in a transient unit of the user's own,
+    ``exec-api-warm-<hex>.service``, with the run limits and the sandbox above; every run of
+    that user is forked in it.
 
     Needs systemd as PID 1 and the right to start units for other users: the service runs
     as root, or goes through the launcher (``roles/exec_api/files/exec_api_launcher.py``).
-    A ready run is a unit of the user's own, with the same limits, whose kernel is up and
-    which waits for its job (``exec-api-ready-<hex>.service``); a cold run's unit is named
-    after its execution (``exec-api-run-<id>-<hex>.service``).
     """
 
     name = "systemd"
 
-    def command(
-        self, username: str, job: Job | None, unit: str, kernel: str = DEFAULT_KERNEL
-    ) -> list[str]:
-        """systemd-run for ``job``'s unit, or for a ready unit of ``username`` (``job`` None):
-        that one starts in the user's home and may wait ``ready_idle_seconds``, then run up
-        to ``max_timeout_seconds``."""
+    def command(self, username: str, unit: str) -> list[str]:
+        """systemd-run for ``username``'s warm runner, started in their home."""
         s = self.settings
         pw = pwd.getpwnam(username)  # KeyError: no such Unix user
-        if job is None:
-            cwd, runtime_max = pw.pw_dir, s.ready_idle_seconds + s.max_timeout_seconds + 60
-        else:
-            cwd, runtime_max = job.cwd, job.timeout_seconds + 15
         props = [
             f"MemoryMax={s.systemd_memory_max}",
             "MemorySwapMax=0",
             f"CPUQuota={s.systemd_cpu_quota}",
             f"TasksMax={s.systemd_tasks_max}",
-            f"RuntimeMaxSec={runtime_max}",
             "KillMode=control-group",
+            # A run that the kernel's OOM killer ends fails alone: the user's other runs go on.
+            "OOMPolicy=continue",
             "TimeoutStopSec=5",
             *RUN_HARDENING,
             # Every home is hidden (an empty /home) but the user's own, bound in read-write.
             f"BindPaths={pw.pw_dir}",
-            f"WorkingDirectory={cwd}",
+            f"WorkingDirectory={pw.pw_dir}",
             *s.systemd_extra_properties,
         ]
         argv = [
@@ -574,13 +554,11 @@ class SystemdRunner(SubprocessRunner):
             f"--setenv=USER={username}",
             f"--setenv=LOGNAME={username}",
             "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1",
+            f"--setenv=EXEC_API_WARM_READY={int(s.ready_per_user)}",
         ]
-        kernel = job.kernel_name if job else kernel
-        if KERNEL_NAME_RE.fullmatch(kernel):
-            argv.append(f"--setenv=EXEC_API_KERNEL={kernel}")
-        for p in props:
-            argv += ["-p", p]
-        argv += ["--", *self.child_command()]
+        for prop in props:
+            argv += ["-p", prop]
+        argv += ["--", *self.warm_command()]
         return argv
 
     def run(self, job: Job, control: Control) -> Outcome:
@@ -590,37 +568,25 @@ class SystemdRunner(SubprocessRunner):
             return Outcome("failed", error_message=f"no Unix user {job.username!r} on this host")
         return super().run(job, control)
 
-    def _spawn(
-        self, username: str, job: Job | None = None, kernel: str = DEFAULT_KERNEL
-    ) -> Started:
-        if job is None:
-            unit = f"exec-api-ready-{secrets.token_hex(6)}.service"
-        else:
-            unit = f"exec-api-run-{job.execution_id}-{secrets.token_hex(3)}.service"
+    def _popen(self, username: str) -> Warm:
+        unit = f"exec-api-warm-{secrets.token_hex(6)}.service"
         proc = subprocess.Popen(
-            self.command(username, job, unit, kernel),
+            self.command(username, unit),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        return Started(proc, username, unit, kernel=job.kernel_name if job else kernel)
+        return Warm(proc, username, unit)
 
     def stop_command(self, unit: str) -> list[str]:
         return [self.settings.systemctl_path, "stop", "--no-block", unit]
 
-    def reap(self, execution_ids: list[int]) -> None:
-        # A worker killed with -9 closes every child's stdin, and the child ends its run; as a
-        # second line, stop every cold unit of each orphaned execution.
-        for eid in execution_ids:
-            cmd = self.stop_command(f"exec-api-run-{int(eid)}-*.service")
-            subprocess.run(cmd, check=False, capture_output=True, timeout=30)
-
-    def stop_child(self, r: Started) -> None:
-        if r.unit:
-            # KillMode=control-group: stopping the unit kills the kernel and all it started.
-            subprocess.run(self.stop_command(r.unit), check=False, capture_output=True, timeout=30)
-        super().stop_child(r)
+    def stop_warm(self, w: Warm) -> None:
+        if w.unit:
+            # KillMode=control-group: stopping the unit kills every process of every run in it.
+            subprocess.run(self.stop_command(w.unit), check=False, capture_output=True, timeout=30)
+        super().stop_warm(w)
 
 
 def make_runner(settings: Settings) -> Runner:

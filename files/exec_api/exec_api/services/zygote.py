@@ -53,11 +53,16 @@ def _kill_group(pid: int) -> None:
             pass
 
 
-def _child(connection_file: str, cwd: str | None, out_fd: int) -> None:  # pragma: no cover
-    # Runs in the forked child: never returns.
+def _child(  # pragma: no cover
+    connection_file: str, cwd: str | None, out_fd: int, new_session: bool = True
+) -> None:
+    # Runs in the forked child: never returns.  A run's kernel (warm runner) stays in its run's
+    # process group, which ends with the run; the pool's kernels get a session each.
     try:
-        os.setsid()
-        os.close(out_fd)
+        if new_session:
+            os.setsid()
+        if out_fd >= 0:
+            os.close(out_fd)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)

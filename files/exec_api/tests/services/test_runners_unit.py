@@ -1,4 +1,4 @@
-"""Runners: the child protocol for real (subprocess runner), the systemd command's shape."""
+"""Runners: the warm runner for real (subprocess runner), the systemd command's shape."""
 
 from __future__ import annotations
 
@@ -116,16 +116,15 @@ def launched(monkeypatch):
 
 def test_systemd_command(cfg, tmp_path, launched):
     r = SystemdRunner(cfg)
-    job = _job(tmp_path / "n.ipynb", timeout=100)
-    r._spawn(job.username, job)
+    r._popen("nobody")
     (argv,) = launched
     pw = pwd.getpwnam("nobody")
     assert argv[0] == "/usr/bin/systemd-run"
     sep = argv.index("--")
-    opts, child = argv[:sep], argv[sep + 1 :]
-    assert child[-2:] == ["-m", "exec_api.services.child"]
+    opts, command = argv[:sep], argv[sep + 1 :]
+    assert command[-2:] == ["-m", "exec_api.services.warm"]
     unit = next(a.split("=", 1)[1] for a in opts if a.startswith("--unit="))
-    assert re.fullmatch(r"exec-api-run-1-[0-9a-f]{6}\.service", unit)
+    assert re.fullmatch(r"exec-api-warm-[0-9a-f]{12}\.service", unit)
     for flag in (
         "--wait",
         "--pipe",
@@ -135,6 +134,7 @@ def test_systemd_command(cfg, tmp_path, launched):
         f"--gid={pw.pw_gid}",
         "--slice=exec-api-runs.slice",
         f"--setenv=HOME={pw.pw_dir}",
+        "--setenv=EXEC_API_WARM_READY=1",
     ):
         assert flag in opts, flag
     props = {opts[i + 1] for i, a in enumerate(opts) if a == "-p"}
@@ -142,23 +142,14 @@ def test_systemd_command(cfg, tmp_path, launched):
         "MemoryMax=1G",
         "CPUQuota=50%",
         "TasksMax=64",
-        "RuntimeMaxSec=115",
         "KillMode=control-group",
+        "OOMPolicy=continue",
         "NoNewPrivileges=yes",
-        f"WorkingDirectory={tmp_path}",
+        f"WorkingDirectory={pw.pw_dir}",
+        f"BindPaths={pw.pw_dir}",
     ):
         assert prop in props, prop
     assert r.stop_command("u.service") == ["/usr/bin/systemctl", "stop", "--no-block", "u.service"]
-
-
-def test_systemd_reap_stops_every_unit_of_the_orphans(cfg, tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append(argv))
-    SystemdRunner(cfg).reap([7, 12])
-    assert calls == [
-        ["/usr/bin/systemctl", "stop", "--no-block", "exec-api-run-7-*.service"],
-        ["/usr/bin/systemctl", "stop", "--no-block", "exec-api-run-12-*.service"],
-    ]
 
 
 def test_systemd_unknown_user_fails_cleanly(cfg, tmp_path):
@@ -169,11 +160,12 @@ def test_systemd_unknown_user_fails_cleanly(cfg, tmp_path):
 
 
 def test_parse_garbage():
-    out = SubprocessRunner.parse(1, b"", b"Traceback: boom")
-    assert out.status == "failed" and "boom" in out.error_message
+    for doc in (None, "boom", {"status": "evil", "notebook": "x", "error_message": 3}):
+        out = SubprocessRunner.parse(doc)
+        assert out.status == "failed" and out.notebook is None
 
 
-# ------------------------------------------------------------------------ ready runs
+# ------------------------------------------------------------------------ warm runners
 def _wait(pred, seconds=30.0):
     deadline = time.monotonic() + seconds
     while not pred():
@@ -189,41 +181,161 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _child(cfg) -> subprocess.Popen[bytes]:
-    """The child as a runner starts it, without the runner around it."""
-    return subprocess.Popen(
-        SubprocessRunner(cfg).child_command(),
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return {int(c) for c in f.read().split()}
+    except FileNotFoundError:  # it ended
+        return set()
+
+
+def _lineage(pid: int) -> list[int]:
+    """pid, its parent, its parent's parent... up to (not including) this test's process."""
+    out = []
+    while pid not in (0, 1, os.getpid()):
+        out.append(pid)
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            pid = int(f.read().split(")")[-1].split()[1])
+    return out
+
+
+PIDS = (
+    "import os\n"
+    "print(os.getpid(), os.getppid(), os.getpgid(0), 'seen' if 'seen' in dir() else '')\n"
+    "seen = 1"
+)
+
+
+def _pids(out) -> list[str]:
+    return out.notebook["cells"][-1]["outputs"][0]["text"].split()
+
+
+def test_a_users_next_run_takes_a_kernel_forked_ahead(sub, tmp_path):
+    p = _nb(tmp_path, PIDS)
+    t0 = time.monotonic()
+    assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"
+    cold = time.monotonic() - t0
+    warm = sub._warm["alice"]
+    _wait(lambda: sub.ready_kernels() >= 1)
+    time.sleep(1)  # its kernel comes up meanwhile
+    ahead = _children(warm.proc.pid)
+    t0 = time.monotonic()
+    out = sub.run(_job(p, user="alice"), Control())
+    took = time.monotonic() - t0
+    assert out.status == "succeeded", out
+    kernel, run, group, _ = _pids(out) + [""]
+    # The kernel's parent is a run process forked before the job came; the run did not wait
+    # for a kernel start; kernel and run process share the run's own process group.
+    assert int(run) in ahead and group == run, (run, ahead)
+    assert took < min(0.5, cold / 2), (took, cold)
+    _wait(lambda: _gone(int(kernel)) and _gone(int(run)), 10)
+
+
+def test_every_run_is_a_fresh_kernel_in_a_fresh_process(sub, tmp_path):
+    p = _nb(tmp_path, PIDS)
+    seen = []
+    for _ in range(3):
+        out = sub.run(_job(p, user="alice"), Control())
+        assert out.status == "succeeded", out
+        seen.append(_pids(out))
+    assert all(len(x) == 3 for x in seen), seen  # `seen` was never defined before a run
+    assert len({x[0] for x in seen}) == 3 and len({x[1] for x in seen}) == 3, seen
+
+
+def test_two_users_runs_never_share_a_process(sub, tmp_path):
+    p = _nb(tmp_path, PIDS)
+    lineages = {}
+    for user in ("alice", "bob", "alice", "bob"):
+        out = sub.run(_job(p, user=user), Control())
+        assert out.status == "succeeded", out
+        lineages.setdefault(user, set()).update(_lineage_of(out, sub._warm[user]))
+    assert sub._warm["alice"].proc.pid != sub._warm["bob"].proc.pid
+    assert not lineages["alice"] & lineages["bob"], lineages
+
+
+def _lineage_of(out, warm) -> set[int]:
+    kernel, run, _group = _pids(out)
+    return {int(kernel), int(run), warm.proc.pid}
+
+
+def test_a_warm_runner_whose_worker_is_gone_kills_its_runs(cfg, tmp_path):
+    pidfile = tmp_path / "kernel.pid"
+    write_pid = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))"
+    p = _nb(tmp_path, write_pid, "time.sleep(120)")
+    warm = subprocess.Popen(
+        SubprocessRunner(cfg).warm_command(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
         env=kernel_env(),
     )
+    job = {"notebook": str(p), "cwd": str(tmp_path), "parameters": {}, "types": {}, "timeout": 300}
+    warm.stdin.write(json.dumps({"op": "run", "id": 5, "job": job}).encode() + b"\n")
+    warm.stdin.flush()
+    _wait(lambda: pidfile.exists() and pidfile.read_text().strip())
+    kernel = int(pidfile.read_text())
+    run = _lineage(kernel)[1]
+    assert not _gone(kernel)
+    warm.stdin.close()  # what the warm runner sees when its worker is killed with -9
+    assert warm.wait(15) == 0
+    _wait(lambda: _gone(kernel) and _gone(run), 10)
 
 
-def test_a_users_next_run_takes_the_child_started_ahead(sub, tmp_path):
-    p = _nb(tmp_path, "import os\nprint(os.getppid())")
-    t0 = time.monotonic()
-    assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"
-    cold = time.monotonic() - t0
-    assert sub.ready_kernels() == 1
-    ahead = sub._ready["alice", "python3"][0]
-    time.sleep(6)  # its kernel comes up meanwhile
-    t0 = time.monotonic()
-    out = sub.run(_job(p, user="alice"), Control())
-    took = time.monotonic() - t0
-    assert out.status == "succeeded", out
-    # The kernel's parent is the child started ahead; the run did not wait for a kernel start.
-    assert int(out.notebook["cells"][-1]["outputs"][0]["text"]) == ahead.proc.pid
-    assert took < min(1.0, cold / 2), (took, cold)
-    assert ahead.proc.wait(10) == 0
-    assert sub.ready_kernels() == 1  # and another one is on its way for alice's next run
-    assert sub._ready["alice", "python3"][0] is not ahead
+def test_a_cancel_kills_the_runs_whole_group(sub, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, time\n"
+        "p = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(300)"
+    )
+    p = _nb(tmp_path, code)
+    c = Control()
+    threading.Thread(
+        target=lambda: (_wait(lambda: pidfile.exists() and pidfile.read_text()), c.stop.set())
+    ).start()
+    out = sub.run(_job(p, user="alice"), c)
+    assert out.status == "cancelled"
+    _wait(lambda: _gone(int(pidfile.read_text())), 10)
 
 
-def test_ready_children_are_kept_per_kernelspec(sub, tmp_path, monkeypatch):
-    """A notebook on another kernelspec gets its kernel from that spec, and its user's next
-    run of it a child started ahead with that kernel (not the python3 one)."""
+def test_idle_warm_runners_are_let_go(cfg, tmp_path):
+    r = SubprocessRunner(cfg.model_copy(update={"ready_idle_seconds": 1}))
+    assert r.run(_job(_nb(tmp_path, "1"), user="alice"), Control()).status == "succeeded"
+    warm = r._warm["alice"]
+    _wait(lambda: r.ready_kernels() == 1)
+    ahead = _children(warm.proc.pid)
+    time.sleep(1.2)
+    r.expire()
+    assert r.ready_kernels() == 0 and "alice" not in r._warm
+    assert warm.proc.wait(30) == 0
+    _wait(lambda: all(_gone(pid) for pid in ahead), 10)
+    r.close()
+
+
+def test_only_the_most_recent_users_keep_an_idle_warm_runner(cfg, tmp_path):
+    r = SubprocessRunner(cfg.model_copy(update={"ready_max_users": 1}))
+    p = _nb(tmp_path, PIDS)
+    assert r.run(_job(p, user="alice"), Control()).status == "succeeded"
+    alices = r._warm["alice"]
+    out = r.run(_job(p, user="bob"), Control())
+    assert out.status == "succeeded"
+    assert list(r._warm) == ["bob"]
+    assert alices.proc.wait(30) == 0
+    r.close()
+
+
+def test_no_kernels_ahead_when_turned_off(cfg, tmp_path):
+    r = SubprocessRunner(cfg.model_copy(update={"ready_per_user": 0}))
+    assert r.run(_job(_nb(tmp_path, "1")), Control()).status == "succeeded"
+    time.sleep(1)
+    assert r.ready_kernels() == 0
+    assert not _children(r._warm["nobody"].proc.pid)
+    r.close()
+
+
+def test_a_notebook_on_another_kernelspec_gets_that_kernel(sub, tmp_path, monkeypatch):
     spec = tmp_path / "share" / "jupyter" / "kernels" / "other"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(
@@ -237,101 +349,27 @@ def test_ready_children_are_kept_per_kernelspec(sub, tmp_path, monkeypatch):
         )
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    p = _nb(tmp_path, "import os\nprint(os.getppid(), os.environ.get('WHICH_KERNELSPEC'))")
+    p = _nb(tmp_path, "import os\nprint(os.environ.get('WHICH_KERNELSPEC'))")
     nb = nbformat.read(str(p), as_version=4)
     nb.metadata["kernelspec"] = {"name": "other", "display_name": "Other", "language": "python"}
     nbformat.write(nb, str(p))
-    job = _job(p, user="alice")
+    job = _job(p, user="carol")  # a warm runner started with JUPYTER_PATH set
     job.kernel_name = "other"
     out = sub.run(job, Control())
     assert out.status == "succeeded", out
-    assert out.notebook["cells"][-1]["outputs"][0]["text"].split()[1] == "other"
-    assert list(sub._ready) == [("alice", "other")]
-    ahead = sub._ready["alice", "other"][0]
-    time.sleep(5)  # its kernel comes up meanwhile
-    out = sub.run(job, Control())
-    pid, which = out.notebook["cells"][-1]["outputs"][0]["text"].split()
-    assert (int(pid), which) == (ahead.proc.pid, "other"), out.notebook["cells"][-1]
+    assert out.notebook["cells"][-1]["outputs"][0]["text"].strip() == "other"
 
 
-def test_a_child_whose_runner_is_gone_kills_its_kernel(cfg, tmp_path):
-    pidfile = tmp_path / "kernel.pid"
-    write_pid = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))"
-    p = _nb(tmp_path, write_pid, "time.sleep(120)")
-    child = _child(cfg)
-    job = {"notebook": str(p), "cwd": str(tmp_path), "parameters": {}, "types": {}, "timeout": 300}
-    child.stdin.write(json.dumps(job).encode() + b"\n")
-    child.stdin.flush()
-    _wait(lambda: pidfile.exists() and pidfile.read_text().strip())
-    kernel = int(pidfile.read_text())
-    assert not _gone(kernel)
-    child.stdin.close()  # what the child sees when its worker is killed with -9
-    assert child.wait(15) == 143
-    _wait(lambda: _gone(kernel), 10)
-
-
-def test_ready_children_nobody_takes_are_ended(cfg, tmp_path):
-    r = SubprocessRunner(cfg.model_copy(update={"ready_idle_seconds": 1}))
-    assert r.run(_job(_nb(tmp_path, "1"), user="alice"), Control()).status == "succeeded"
-    ahead = r._ready["alice", "python3"][0]
-    time.sleep(1.2)
-    r.expire()
-    assert r.ready_kernels() == 0 and ("alice", "python3") not in r._ready
-    assert ahead.proc.wait(30) == 0
-    r.close()
-
-
-def test_a_ready_child_serves_only_its_own_user(cfg, tmp_path):
-    # ready_max_users 1: bob's run also ends alice's ready child (least recent user first).
-    r = SubprocessRunner(cfg.model_copy(update={"ready_max_users": 1}))
-    p = _nb(tmp_path, "import os\nprint(os.getppid())")
-    assert r.run(_job(p, user="alice"), Control()).status == "succeeded"
-    alices = r._ready["alice", "python3"][0]
-    time.sleep(3)
-    out = r.run(_job(p, user="bob"), Control())
-    assert out.status == "succeeded"
-    assert int(out.notebook["cells"][-1]["outputs"][0]["text"]) != alices.proc.pid
-    assert list(r._ready) == [("bob", "python3")]
-    assert alices.proc.wait(30) == 0
-    r.close()
-
-
-def test_no_ready_children_when_turned_off(cfg, tmp_path):
-    r = SubprocessRunner(cfg.model_copy(update={"ready_per_user": 0}))
-    assert r.run(_job(_nb(tmp_path, "1")), Control()).status == "succeeded"
-    assert r.ready_kernels() == 0 and not r._ready
-
-
-def test_systemd_ready_unit(cfg, tmp_path, launched):
-    cfg = cfg.model_copy(update={"ready_idle_seconds": 300, "max_timeout_seconds": 900})
-    r = SystemdRunner(cfg)
-    r._refill("nobody")
-    assert r.ready_kernels() == 1
-    (argv,) = launched
-    pw = pwd.getpwnam("nobody")
-    unit = next(a.split("=", 1)[1] for a in argv if a.startswith("--unit="))
-    assert re.fullmatch(r"exec-api-ready-[0-9a-f]{12}\.service", unit)
-    props = {argv[i + 1] for i, a in enumerate(argv) if a == "-p"}
-    assert f"RuntimeMaxSec={300 + 900 + 60}" in props
-    assert f"WorkingDirectory={pw.pw_dir}" in props
-    assert {"MemoryMax=1G", "CPUQuota=50%", "TasksMax=64", "KillMode=control-group"} <= props
-    assert f"--uid={pw.pw_uid}" in argv
-
-
-def test_a_ready_child_whose_kernel_died_while_waiting_starts_another(cfg, tmp_path):
+def test_a_run_whose_kernel_died_while_waiting_still_runs(sub, tmp_path):
     p = _nb(tmp_path, "print(6 * 7)")
-    child = _child(cfg)
-    kids = f"/proc/{child.pid}/task/{child.pid}/children"
-    _wait(lambda: open(kids).read().split())
-    (first,) = map(int, open(kids).read().split())
-    time.sleep(3)  # waiting for its job, kernel up
-    os.kill(first, signal.SIGKILL)
-    _wait(lambda: _gone(first))
-    job = {"notebook": str(p), "cwd": str(tmp_path), "parameters": {}, "types": {}, "timeout": 60}
-    child.stdin.write(json.dumps(job).encode() + b"\n")  # and stdin stays open: the protocol
-    child.stdin.flush()
-    out = child.stdout.read()
-    assert child.wait(10) == 0
-    doc = json.loads(out.decode().strip().splitlines()[-1])
-    assert doc["status"] == "succeeded", doc
-    assert doc["notebook"]["cells"][-1]["outputs"][0]["text"].strip() == "42"
+    assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"
+    warm = sub._warm["alice"]
+    # A run process forked ahead, with its kernel (not the last run's, which may still be ending).
+    _wait(lambda: any(_children(c) for c in _children(warm.proc.pid)))
+    ahead = next(c for c in _children(warm.proc.pid) if _children(c))
+    time.sleep(1)
+    for kernel in _children(ahead):
+        os.kill(kernel, signal.SIGKILL)
+    out = sub.run(_job(p, user="alice"), Control())
+    assert out.status == "succeeded", out
+    assert out.notebook["cells"][-1]["outputs"][0]["text"].strip() == "42"

@@ -1,0 +1,458 @@
+"""A user's warm runner: one long-lived process per user that forks a fresh run for each job.
+
+The subprocess and systemd runners (:mod:`exec_api.services.runners`) start one of these per
+user, as that user (systemd: in a unit of the user's own, ``exec-api-warm-<hex>.service``,
+with the run limits and sandbox), and keep it while the user runs notebooks.  It imports
+what a run needs once (ipykernel, IPython, papermill, nbclient: about 1.5 CPU-s), then:
+
+* each run is a **run process** forked from it, in a session and process group of its own,
+  which forks a **fresh kernel** (ipykernel from the already imported modules, ipc sockets in
+  a private 0700 directory) and runs the job with papermill (:func:`exec_api.services.child.run`);
+  nothing of a run survives it: when the run ends, is cancelled or passes its deadline, its
+  whole process group is killed (SIGKILL), and then every other process of the unit that
+  belongs to no live run (one that left its group with ``setsid``);
+* run processes are forked **ahead** (kernel started, waiting for their job):
+  ``EXEC_API_WARM_READY`` (default 1) plus one for each run in flight beyond the first, at
+  most ``READY_CAP``, so a user's concurrent runs find kernels ready;
+* this process never runs user code and never imports a notebook: forks are taken from a
+  clean state, and a run cannot see another (each run is its own process; they share only
+  the user, who owns all of them).
+
+Protocol (JSON lines on stdin/stdout, spoken only by the runner):
+
+* in  ``{"op": "run", "id": N, "job": {...}}`` (the job as :func:`child.run` takes it)
+  out ``{"id": N, "result": {"status": ..., "notebook": ..., "error": ..., "error_message": ...}}``
+* in  ``{"op": "cancel", "id": N}``: the run is killed; no answer.
+* out ``{"ready": n}`` whenever the number of runs waiting with a kernel up changes.
+* end of stdin (the worker ended, even with ``kill -9``, or it let this user's runner go when
+  idle) and SIGTERM: every run is killed and this process exits.
+
+The answers are framed by this process: a run (the user's own code can write to its result
+pipe) cannot forge an answer for another run, and an answer larger than the output cap plus
+:data:`ANSWER_ROOM` fails its run without being read further.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import selectors
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+READY_CAP = 4  # run processes waiting with a kernel up, at most
+ANSWER_ROOM = 1024 * 1024  # beyond the output cap: status, error, JSON framing
+STDERR_TAIL = 16 * 1024  # of a run process's stderr, kept for a run that ends without answer
+JOB_MAX = 8 * 1024 * 1024  # one job line (parameters are validated and small)
+GRACE = 10.0  # past a run's own deadline (which papermill's engine enforces), it is killed
+# The unit this process sweeps when a run ends; outside one (the subprocess runner), no sweep.
+UNIT_RE = re.compile(r"/exec-api-warm-[0-9a-f]{12}\.service$")
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _own_cgroup_procs() -> str | None:
+    """The cgroup.procs file of this process's unit, when it is a warm runner's unit."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if not UNIT_RE.search(path):
+            continue
+        base = "/sys/fs/cgroup" if controllers == "" else "/sys/fs/cgroup/systemd"
+        if controllers in ("", "name=systemd"):
+            procs = f"{base}{path}/cgroup.procs"
+            if os.path.exists(procs):
+                return procs
+    return None
+
+
+@dataclass
+class Slot:
+    """A run process: forked ahead (``id`` None) or running the job ``id``."""
+
+    pid: int
+    job_w: int
+    res_r: int
+    err_r: int
+    id: int | None = None
+    job: bytes = b""  # still to write to job_w
+    answer: bytearray = field(default_factory=bytearray)
+    err: bytes = b""
+    cap: int | None = None
+    over: bool = False
+    deadline: float = 0.0
+    timeout: float = 0.0
+    eof: set[int] = field(default_factory=set)
+
+    def fds(self) -> list[int]:
+        return [self.job_w, self.res_r, self.err_r]
+
+
+def _run_process(job_r: int, res_w: int, err_w: int, inherited: list[int]) -> None:
+    # pragma: no cover - the forked child
+    """In the forked run process: start a kernel, wait for the job, run it, answer, exit."""
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        _dumpable(True)  # the run and its kernel are the user's, as any process of theirs
+        _close(*inherited)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(err_w, 2)
+        _close(devnull, err_w)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        from exec_api.services.child import ForkedKernel, emit, run
+
+        k = ForkedKernel((job_r, res_w))
+        k.start()
+        line = b""
+        while not line.endswith(b"\n") and len(line) <= JOB_MAX:
+            chunk = os.read(job_r, 65536)
+            if not chunk:
+                break
+            line += chunk
+        if not line.endswith(b"\n"):  # no job: not wanted any more
+            k.cleanup()
+            os._exit(0)
+        k.alive_or_restarted()
+        ctx: list[Any] = []
+        try:
+            doc = run(json.loads(line), k, ctx)
+        finally:
+            for r in ctx:
+                r.kill("ended")
+            k.cleanup()
+        with os.fdopen(res_w, "wb") as out:
+            emit(doc, out)
+    except BaseException:  # noqa: BLE001 - never return into the server's loop
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+class Server:
+    def __init__(self, ready: int) -> None:
+        self.base_ready = max(0, ready)
+        self.sel = selectors.DefaultSelector()
+        self.ready: deque[Slot] = deque()
+        self.running: dict[int, Slot] = {}
+        self.by_fd: dict[int, Slot] = {}
+        self.inbuf = b""
+        self.out = sys.stdout.buffer
+        self.procs = _own_cgroup_procs()
+        self.ready_said = -1
+        self.failed_ahead = 0
+        self.wake = (-1, -1)
+
+    # ------------------------------------------------------------------- run processes
+    def _fork(self) -> Slot:
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        err_r, err_w = os.pipe()
+        inherited = [self.sel.fileno(), *self.wake, job_w, res_r, err_r, *self.by_fd]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _run_process(job_r, res_w, err_w, inherited)
+        _close(job_r, res_w, err_w)
+        s = Slot(pid, job_w, res_r, err_r)
+        for fd in (res_r, err_r):
+            os.set_blocking(fd, False)
+            self.by_fd[fd] = s
+            self.sel.register(fd, selectors.EVENT_READ)
+        os.set_blocking(job_w, False)
+        self.by_fd[job_w] = s
+        return s
+
+    def _end(self, s: Slot) -> None:
+        """Kill a run process's group, forget it, and sweep what left its group."""
+        _kill_group(s.pid)
+        for fd in s.fds():
+            if fd in self.by_fd:
+                del self.by_fd[fd]
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(fd)
+                _close(fd)
+        if s.id is not None:
+            self.running.pop(s.id, None)
+        with contextlib.suppress(ValueError):
+            self.ready.remove(s)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Kill every process of this unit that is not this one or in a live run's group."""
+        if self.procs is None:
+            return
+        try:
+            with open(self.procs, encoding="ascii") as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            return
+        live = {os.getpid()} | {s.pid for s in self.ready} | {s.pid for s in self.running.values()}
+        for pid in pids:
+            try:
+                if pid in live or os.getpgid(pid) in live:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def _refill(self) -> None:
+        if self.base_ready == 0 or self.failed_ahead >= 3:
+            return  # kernels that cannot start: cold runs say why
+        # One more for each run in flight beyond the first: a user's concurrent runs each find one.
+        want = min(READY_CAP, self.base_ready + max(0, len(self.running) - 1))
+        while len(self.ready) < want:
+            self.ready.append(self._fork())
+        self._say_ready()
+
+    def _say_ready(self) -> None:
+        if len(self.ready) != self.ready_said:
+            self.ready_said = len(self.ready)
+            self._send({"ready": self.ready_said})
+
+    def _send(self, doc: dict[str, Any]) -> None:
+        self.out.write(json.dumps(doc).encode() + b"\n")
+        self.out.flush()
+
+    def _answer(self, s: Slot, result: dict[str, Any] | None = None, raw: bytes = b"") -> None:
+        if s.id is None:
+            return
+        if result is not None:
+            self._send({"id": s.id, "result": result})
+        else:
+            self.out.write(b'{"id": %d, "result": ' % s.id + raw + b"}\n")
+            self.out.flush()
+
+    def _fail(self, s: Slot, status: str, message: str) -> None:
+        self._answer(
+            s, {"status": status, "notebook": None, "error": None, "error_message": message}
+        )
+
+    # ------------------------------------------------------------------------ jobs
+    def _job(self, req: dict[str, Any]) -> None:
+        op, rid = req.get("op"), req.get("id")
+        if not isinstance(rid, int):
+            return
+        if op == "cancel":
+            if rid in self.running:
+                s = self.running[rid]
+                s.id = None  # no answer: the worker has its own
+                self.running.pop(rid, None)
+                self._end(s)
+            return
+        if op != "run" or rid in self.running:
+            return
+        job = req.get("job") or {}
+        while self.ready:
+            s = self.ready.popleft()
+            if not s.eof:  # started ahead and still waiting
+                break
+            self._end(s)
+        else:
+            s = self._fork()
+        s.id = rid
+        s.timeout = float(job.get("timeout") or 600)
+        s.deadline = time.monotonic() + s.timeout + GRACE
+        cap = job.get("max_output_bytes")
+        s.cap = None if cap is None else int(cap) + ANSWER_ROOM
+        s.job = json.dumps(job).encode() + b"\n"
+        self.running[rid] = s
+        self.sel.register(s.job_w, selectors.EVENT_WRITE)
+        self._write_job(s)
+        self._refill()
+
+    def _write_job(self, s: Slot) -> None:
+        try:
+            n = os.write(s.job_w, s.job)
+        except BlockingIOError:
+            return
+        except OSError:  # the run process is gone: its answer (or its absence) tells
+            n = len(s.job)
+        s.job = s.job[n:]
+        if not s.job:
+            self.sel.unregister(s.job_w)
+            del self.by_fd[s.job_w]
+            _close(s.job_w)
+            s.job_w = -1
+
+    def _read(self, fd: int) -> None:
+        s = self.by_fd[fd]
+        try:
+            chunk = os.read(fd, 1024 * 1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            s.eof.add(fd)
+            self.sel.unregister(fd)
+            del self.by_fd[fd]
+            _close(fd)
+            if fd == s.res_r:
+                s.res_r = -1
+                self._finished(s)
+            else:
+                s.err_r = -1
+            return
+        if fd == s.err_r:
+            s.err = (s.err + chunk)[-STDERR_TAIL:]
+        elif not s.over:
+            s.answer += chunk
+            if s.cap is not None and len(s.answer) > s.cap:
+                s.over = True
+                if s.id is not None:  # the runner words it (the output cap's own message)
+                    self._send({"id": s.id, "over": len(s.answer) - ANSWER_ROOM})
+                    self.running.pop(s.id, None)
+                    s.id = None
+                s.answer = bytearray()
+                self._end(s)
+
+    def _finished(self, s: Slot) -> None:
+        """A run process closed its answer pipe (it answered, or it died)."""
+        if s.id is None:  # started ahead, died before any job
+            self.failed_ahead += 1
+            self._end(s)
+            self._refill()
+            return
+        self.failed_ahead = 0
+        raw = bytes(s.answer).strip()
+        if raw and b"\n" not in raw and raw.startswith(b"{") and raw.endswith(b"}"):
+            self._answer(s, raw=raw)
+        else:
+            with contextlib.suppress(OSError, ChildProcessError):
+                os.waitpid(s.pid, os.WNOHANG)
+            err = s.err.decode("utf-8", "replace")[-2000:].strip() or "no message"
+            self._fail(s, "failed", f"the run's process ended without an answer: {err}")
+        self._end(s)
+
+    def _timeouts(self) -> float:
+        now = time.monotonic()
+        for s in list(self.running.values()):
+            if now >= s.deadline:
+                self._fail(s, "timed_out", f"the run passed its timeout of {s.timeout:g} s; killed")
+                self._end(s)
+        waits = [s.deadline - now for s in self.running.values()]
+        return max(0.05, min(waits)) if waits else 5.0
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    # ------------------------------------------------------------------------ loop
+    def serve(self) -> None:
+        os.set_blocking(0, False)
+        self.sel.register(0, selectors.EVENT_READ)
+        # SIGCHLD wakes the loop (through this pipe) so that ended run processes are reaped.
+        wake_r, wake_w = os.pipe()
+        for fd in (wake_r, wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel.register(wake_r, selectors.EVENT_READ)
+        self.wake = (wake_r, wake_w)
+        self._refill()
+        while True:
+            for key, events in self.sel.select(self._timeouts()):
+                fd = key.fd
+                if fd == 0:
+                    if not self._stdin():
+                        return
+                elif fd == self.wake[0]:
+                    with contextlib.suppress(OSError):
+                        os.read(fd, 4096)
+                elif events & selectors.EVENT_WRITE:
+                    self._write_job(self.by_fd[fd])
+                elif fd in self.by_fd:
+                    self._read(fd)
+            self._reap()
+
+    def _stdin(self) -> bool:
+        try:
+            chunk = os.read(0, 1024 * 1024)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        self.inbuf += chunk
+        while b"\n" in self.inbuf:
+            line, self.inbuf = self.inbuf.split(b"\n", 1)
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                self._job(json.loads(line))
+        if len(self.inbuf) > JOB_MAX:
+            self.inbuf = b""
+        self._say_ready()
+        return True
+
+    def close(self) -> None:
+        for s in [*self.ready, *self.running.values()]:
+            _kill_group(s.pid)
+        for s in [*self.ready, *self.running.values()]:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(s.pid, 0)
+        self.ready.clear()
+        self.running.clear()
+        self._sweep()
+
+
+def _dumpable(on: bool) -> None:
+    """PR_SET_DUMPABLE: off, the user's own code cannot open this process's /proc files (its
+    pipes, its memory) nor ptrace it, as it could any process of its user."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(4, int(on), 0, 0, 0)
+
+
+def main() -> None:
+    _dumpable(False)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    from exec_api.services.child import warm_up
+
+    warm_up()
+    server = Server(int(os.environ.get("EXEC_API_WARM_READY") or 1))
+
+    def _term(*_: Any) -> None:
+        server.close()
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        server.serve()
+    finally:
+        server.close()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
