@@ -127,6 +127,13 @@ def fig(d: dict) -> str:
     return f"{d['per_s']:.2f}/s p50 {d['p50_s']:.2f} s p99 {d['p99_s']:.2f} s fail {d['failures']}"
 
 
+def limit(d: dict) -> str:
+    """What the machine's CPU allows: its CPU seconds per run (API, worker, nginx, PostgreSQL,
+    the run, the client) spread over every core."""
+    cpu = d.get("host_cpu_s_per_run")
+    return f"; {cpu:.2f} CPU-s/run: {d['cpus']} cores allow <= {d['cpus'] / cpu:.1f}/s" if cpu else ""
+
+
 def table(res: dict) -> str:
     rows = [("what", "project", "anchor (same run)", "ratio", "target")]
     if "converge" in res:
@@ -147,10 +154,10 @@ def table(res: dict) -> str:
     seq, conc, ready = e["api_sequential"], e["api_concurrent"], e["api_ready"]
     pm_seq, pm_conc = e["papermill_sequential"], e["papermill_concurrent"]
     rows += [
-        ("exec API, 1 at a time", fig(seq), "papermill CLI " + fig(pm_seq), ratio(seq["per_s"], pm_seq["per_s"]),
-         ">= 3/s, p99 <= 0.5 s"),
-        ("exec API, 4 clients", fig(conc), "papermill CLI " + fig(pm_conc), ratio(conc["per_s"], pm_conc["per_s"]),
-         ">= 5/s, p99 <= 1.5 s"),
+        ("exec API, 1 at a time", fig(seq) + limit(seq), "papermill CLI " + fig(pm_seq),
+         ratio(seq["per_s"], pm_seq["per_s"]), ">= 3/s, p99 <= 0.5 s"),
+        ("exec API, 4 clients", fig(conc) + limit(conc), "papermill CLI " + fig(pm_conc),
+         ratio(conc["per_s"], pm_conc["per_s"]), ">= 5/s, p99 <= 1.5 s"),
         ("exec API, with a ready run", f"p50 {ready['p50_s']:.2f} s", f"papermill CLI p50 {pm_seq['p50_s']:.2f} s",
          ratio(pm_seq["p50_s"], ready["p50_s"]) + " faster", "p50 <= 0.1 s"),
     ]  # fmt: skip

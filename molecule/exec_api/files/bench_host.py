@@ -40,6 +40,26 @@ def pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
+def host_cpu() -> float:
+    """CPU seconds the machine has spent (every process: the API, its worker, nginx, PostgreSQL,
+    the runs, and this client), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def costed(name: str, runs, *args) -> dict:
+    """report() of runs(*args), with the machine's CPU seconds per run and the rate they allow."""
+    c0 = host_cpu()
+    lat, wall, fails = runs(*args)
+    cpu = (host_cpu() - c0) / max(1, len(lat))
+    r = report(name, lat, wall, fails) | {"host_cpu_s_per_run": cpu, "cpus": os.cpu_count()}
+    print(f"{'':44} machine CPU per run {cpu:.3f} s: {os.cpu_count()} cores allow at most "
+          f"{os.cpu_count() / cpu:.1f}/s", flush=True)  # fmt: skip
+    return r
+
+
 def report(name: str, lat: list[float], wall: float, failures: int) -> dict:
     r = {"runs": len(lat), "failures": failures, "per_s": len(lat) / wall if wall else 0.0,
          "p50_s": statistics.median(lat), "p99_s": pct(lat, 99)}  # fmt: skip
@@ -137,8 +157,8 @@ def main() -> None:
     r.raise_for_status()
     api_runs(c, 2, 1)  # warm-up (imports, connection)
     results = {
-        "api_sequential": report("exec API, 1 at a time (submit -> succeeded)", *api_runs(c, a.sequential, 1)),
-        "api_concurrent": report(f"exec API, {a.concurrency} clients", *api_runs(c, a.runs, a.concurrency)),
+        "api_sequential": costed("exec API, 1 at a time (submit -> succeeded)", api_runs, c, a.sequential, 1),
+        "api_concurrent": costed(f"exec API, {a.concurrency} clients", api_runs, c, a.runs, a.concurrency),
         "api_ready": report("exec API, with a ready run (submit -> succeeded)", *ready_runs(c, a.sequential)),
     }
     lat, wall, fails, cpu = papermill_runs(a.sequential, 1)

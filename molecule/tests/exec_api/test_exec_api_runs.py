@@ -47,6 +47,8 @@ def reach(path):
         return "opened"
     except PermissionError:
         return "refused"
+    except FileNotFoundError:  # ProtectProc=invisible hides what the user may not ptrace
+        return "invisible"
 unit = re.search(r"(exec-api-warm-[^/\\n]+\\.service)", open("/proc/self/cgroup").read()).group(1)
 print(json.dumps({"user": getpass.getuser(), "pids": [os.getpid(), run, warm], "group": os.getpgid(0),
                   "unit": unit, "fd": reach(f"/proc/{warm}/fd/1"), "mem": reach(f"/proc/{warm}/mem")}))"""
@@ -271,8 +273,8 @@ def test_every_run_is_a_fresh_kernel_in_a_fresh_process_group(processes):
 
 
 def test_a_run_cannot_open_its_warm_runners_pipes_or_memory(processes):
-    reached = {(run["fd"], run["mem"]) for runs in processes.values() for run in runs}
-    assert reached == {("refused", "refused")}, f"a run opening its warm runner's /proc fd/1 and mem: {reached}"
+    reached = {what for runs in processes.values() for run in runs for what in (run["fd"], run["mem"])}
+    assert reached <= {"refused", "invisible"}, f"a run opening its warm runner's /proc fd/1 and mem: {reached}"
 
 
 @pytest.fixture(scope="module")
