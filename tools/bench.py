@@ -134,6 +134,14 @@ def limit(d: dict) -> str:
     return f"; {cpu:.2f} CPU-s/run: {d['cpus']} cores allow <= {d['cpus'] / cpu:.1f}/s" if cpu else ""
 
 
+def ready_parts(e: dict) -> str:
+    """Where a ready run's time goes: the API's own submitted -> completed, and the run alone."""
+    server, alone = e["api_ready"].get("server_p50_s"), e.get("in_process", {}).get("p50_s")
+    if server is None or alone is None:
+        return ""
+    return f" (API's clock {server:.2f} s, of which the run alone {alone:.2f} s)"
+
+
 def table(res: dict) -> str:
     rows = [("what", "project", "anchor (same run)", "ratio", "target")]
     if "converge" in res:
@@ -158,8 +166,9 @@ def table(res: dict) -> str:
          ratio(seq["per_s"], pm_seq["per_s"]), ">= 3/s, p99 <= 0.5 s"),
         ("exec API, 4 clients", fig(conc) + limit(conc), "papermill CLI " + fig(pm_conc),
          ratio(conc["per_s"], pm_conc["per_s"]), ">= 5/s, p99 <= 1.5 s"),
-        ("exec API, with a ready run", f"p50 {ready['p50_s']:.2f} s", f"papermill CLI p50 {pm_seq['p50_s']:.2f} s",
-         ratio(pm_seq["p50_s"], ready["p50_s"]) + " faster", "p50 <= 0.1 s"),
+        ("exec API, with a ready run", f"p50 {ready['p50_s']:.2f} s" + ready_parts(e),
+         f"papermill CLI p50 {pm_seq['p50_s']:.2f} s", ratio(pm_seq["p50_s"], ready["p50_s"]) + " faster",
+         "p50 <= 0.1 s"),
     ]  # fmt: skip
     hub = res["hub_spawn"]
     mine, vanilla = hub["platform"], hub["vanilla"]

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 
@@ -85,12 +86,18 @@ def notebook() -> None:
     subprocess.run(["chown", f"{USER}:{USER}", path], check=True)
 
 
+SERVER: list[float] = []  # submitted -> completed by the API's own timestamps, of every API run
+
+
 def api_runs(c: httpx.Client, runs: int, concurrency: int) -> tuple[list[float], float, int]:
     def one(_: int) -> tuple[float, bool]:
         t0 = time.monotonic()
         r = c.post("/execute", json={"path": "bench.ipynb", "params": {"n": 1}, "wait": True, "timeout_seconds": 120})
-        ok = r.status_code == 200 and r.json().get("execution", {}).get("status") == "succeeded"
-        return time.monotonic() - t0, ok
+        ex = r.json().get("execution", {}) if r.status_code == 200 else {}
+        if ex.get("completed_at"):
+            done, sent = (datetime.fromisoformat(ex[k]) for k in ("completed_at", "submitted_at"))
+            SERVER.append((done - sent).total_seconds())
+        return time.monotonic() - t0, ex.get("status") == "succeeded"
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -115,6 +122,44 @@ def ready_runs(c: httpx.Client, runs: int) -> tuple[list[float], float, int]:
         fails += f
         wall += w
     return lat, wall, fails
+
+
+# The run itself, as alice, in one process: a kernel forked and up, then the exec API's engine
+# (papermill's execute_notebook) on it, five times; what no queue, worker or HTTP adds to.
+IN_PROCESS = """
+import json, os, statistics, sys, time
+from exec_api.services.child import ForkedKernel, run, warm_up
+warm_up()
+job = {"notebook": sys.argv[1], "cwd": os.path.dirname(sys.argv[1]), "parameters": {"n": 1}, "types": {},
+       "timeout": 60, "max_output_bytes": 10**7, "output_path": "/tmp/bench-inproc.ipynb"}
+took = []
+for _ in range(5):
+    r, w = os.pipe()
+    if os.fork() == 0:
+        k = ForkedKernel()
+        k.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        ok = run(job, k, [])["status"] == "succeeded"
+        os.write(w, json.dumps([time.monotonic() - t0, ok]).encode())
+        k.cleanup()
+        os._exit(0)
+    os.close(w)
+    took.append(json.loads(os.read(r, 100)))
+    os.wait()
+print(json.dumps({"p50_s": statistics.median(t for t, _ in took), "ok": all(ok for _, ok in took)}))
+"""
+
+
+def in_process_run() -> dict:
+    p = subprocess.run(["runuser", "-u", USER, "--", "/opt/exec-api/venv/bin/python", "-c", IN_PROCESS,
+                        f"{AREA}/bench.ipynb"], capture_output=True, text=True, cwd="/tmp")  # fmt: skip
+    if p.returncode != 0:
+        print(f"the in-process run failed: {p.stderr[-1500:]}", flush=True)
+        return {}
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    print(f"{'the run alone, in one process (papermill on a kernel up)':44} p50={r['p50_s']:.3f}s", flush=True)
+    return r
 
 
 def papermill_runs(runs: int, concurrency: int) -> tuple[list[float], float, int, float]:
@@ -159,8 +204,13 @@ def main() -> None:
     results = {
         "api_sequential": costed("exec API, 1 at a time (submit -> succeeded)", api_runs, c, a.sequential, 1),
         "api_concurrent": costed(f"exec API, {a.concurrency} clients", api_runs, c, a.runs, a.concurrency),
-        "api_ready": report("exec API, with a ready run (submit -> succeeded)", *ready_runs(c, a.sequential)),
     }
+    SERVER.clear()
+    results["api_ready"] = report("exec API, with a ready run (submit -> succeeded)", *ready_runs(c, a.sequential))
+    results["api_ready"]["server_p50_s"] = statistics.median(SERVER) if SERVER else None
+    print(f"{'':44} submitted -> completed by the API's clock: p50={results['api_ready']['server_p50_s']:.3f}s",
+          flush=True)  # fmt: skip
+    results["in_process"] = in_process_run()
     lat, wall, fails, cpu = papermill_runs(a.sequential, 1)
     results["papermill_sequential"] = report("papermill CLI, 1 at a time", lat, wall, fails) | {"cpu_s_per_run": cpu}
     print(f"{'':44} papermill CPU per run {cpu:.2f} s", flush=True)
