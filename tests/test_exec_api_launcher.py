@@ -35,15 +35,16 @@ CFG = {
     "slice": "exec-api-runs.slice",
     "systemd_run": "/usr/bin/systemd-run",
     "systemctl": "/usr/bin/systemctl",
-    "warm_command": ["/opt/exec-api/venv/bin/python", "-m", "exec_api.services.warm"],
-    "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "KillMode", "OOMPolicy",
-                           "TimeoutStopSec", "WorkingDirectory", "BindPaths", *HARDENING],
-    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "KillMode", "OOMPolicy", "BindPaths",
-                            *HARDENING],
+    "warm_command": ["/opt/exec-api/venv/bin/python", "-P", "-m", "exec_api.services.warm"],
+    "allowed_properties": ["MemoryMax", "MemorySwapMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode",
+                           "OOMPolicy", "TimeoutStopSec", "WorkingDirectory", "BindPaths", *HARDENING],
+    "required_properties": ["MemoryMax", "CPUQuota", "TasksMax", "RuntimeMaxSec", "KillMode", "OOMPolicy",
+                            "BindPaths", *HARDENING],
     "fixed_properties": {"KillMode": "control-group", "OOMPolicy": "continue", **HARDENING},
 }  # fmt: skip
 # Every required limit and the sandbox but KillMode, which the cases below vary.
-LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "OOMPolicy=continue", "BindPaths=/home/alice", *SANDBOX]
+LIMITS = ["MemoryMax=2G", "CPUQuota=1%", "TasksMax=1", "RuntimeMaxSec=1", "OOMPolicy=continue", "BindPaths=/home/alice",
+          *SANDBOX]  # fmt: skip
 ALICE = pwd.struct_passwd(("alice", "x", 1001, 1001, "", "/home/alice", "/bin/bash"))
 SVC = pwd.struct_passwd(("www-data", "x", 33, 33, "", "/var/www", "/usr/sbin/nologin"))
 USERS = {1001: ALICE, 33: SVC}
@@ -63,8 +64,9 @@ def fake_accounts(monkeypatch):
 def argv(uid=1001, gid=1001, home="/home/alice", user="alice", unit="exec-api-warm-0123456789ab.service", props=None,
          command=None, extra=()):  # fmt: skip
     props = props if props is not None else [
-        "MemoryMax=2G", "MemorySwapMax=0", "CPUQuota=100%", "TasksMax=256", "KillMode=control-group",
-        "OOMPolicy=continue", "TimeoutStopSec=5", *SANDBOX, f"BindPaths={home}", f"WorkingDirectory={home}",
+        "MemoryMax=2G", "MemorySwapMax=0", "CPUQuota=100%", "TasksMax=256", "RuntimeMaxSec=90060",
+        "KillMode=control-group", "OOMPolicy=continue", "TimeoutStopSec=5", *SANDBOX, f"BindPaths={home}",
+        f"WorkingDirectory={home}",
     ]  # fmt: skip
     out = [f"--unit={unit}", "--slice=exec-api-runs.slice", f"--uid={uid}", f"--gid={gid}", "--quiet", "--collect",
            "--wait", "--pipe", "--service-type=exec", f"--setenv=HOME={home}", f"--setenv=USER={user}",
@@ -105,13 +107,15 @@ def test_the_apis_own_request_is_accepted():
         (argv(extra=["--setenv=EXEC_API_KERNEL=python3"]), "not allowed"),
         (argv(unit="exec-api-run-42-a1b2c3.service"), "warm runner units"),
         (argv(props=[p for p in argv_props() if not p.startswith("OOMPolicy=")]), "missing: OOMPolicy"),
+        (argv(props=[p for p in argv_props() if not p.startswith("RuntimeMaxSec=")]), "missing: RuntimeMaxSec"),
+        (argv(command=["/opt/exec-api/venv/bin/python", "-m", "exec_api.services.warm"]), "warm runner command"),
         (argv(props=[p.replace("OOMPolicy=continue", "OOMPolicy=kill") for p in argv_props()]), "OOMPolicy must be"),
         (argv(gid=0), "primary group"),
         (argv(home="/root"), "HOME, USER and LOGNAME"),
         (argv(props=["MemoryMax=2G"]), "required unit properties missing"),
         (argv(props=[*LIMITS, "KillMode=none"]), "KillMode must be control-group"),
         (argv(props=[*LIMITS, "KillMode=control-group", "WorkingDirectory=/etc"]), "inside the user's home"),
-        (argv()[:-4], "no command after --"),
+        (argv()[: argv().index("--")], "no command after --"),
         (argv(props=[p for p in argv_props() if not p.startswith("ProtectHome=")]), "missing: ProtectHome"),
         (argv(props=[*LIMITS, "KillMode=control-group", "ProtectSystem=full"]), "given twice"),
         (

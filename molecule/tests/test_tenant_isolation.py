@@ -130,7 +130,7 @@ LISTENERS = {
     "superset.service": "Superset's gunicorn on loopback (login or token)",
 }
 # Users' own units: their server (hub token) and kernels (messages signed with a per-kernel key).
-USER_UNIT = re.compile(r"^(jupyter-[a-z0-9_-]+-singleuser|exec-api-(run|ready)-[0-9a-z-]+)\.service$")
+USER_UNIT = re.compile(r"^(jupyter-[a-z0-9_-]+-singleuser|exec-api-warm-[0-9a-f]{12})\.service$")
 
 
 def test_every_listener_is_known(site):

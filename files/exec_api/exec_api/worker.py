@@ -190,7 +190,10 @@ class Worker:
                     if self._gen == gen and not self._stop.is_set():
                         self._cond.wait(timeout=self.s.poll_interval_seconds)
                 continue
-            self._execute(job)
+            try:
+                self._execute(job)
+            except Exception:  # noqa: BLE001 - a slot lives on whatever one run did
+                log.exception("execution %s could not be recorded", job.id)
 
     # ------------------------------------------------------------------ one run
     def _inspect(self, job: q.Claimed) -> tuple[dict[str, str], str]:
@@ -259,6 +262,9 @@ class Worker:
                 outcome = Outcome("failed", error_message=str(e))
             except (OSError, ValueError) as e:
                 log.error("cannot write output of %s: %s", job.id, e)
+            except Exception as e:  # noqa: BLE001 - e.g. nested too deep (the user's own answer)
+                why = f"the output is not a notebook that can be saved: {type(e).__name__}"
+                outcome = Outcome("failed", error_message=why)
             outcome.notebook = None  # the dict can be large: let it go before the next run
         try:
             with self.sf() as db:

@@ -53,6 +53,16 @@ unit = re.search(r"(exec-api-warm-[^/\\n]+\\.service)", open("/proc/self/cgroup"
 print(json.dumps({"user": getpass.getuser(), "pids": [os.getpid(), run, warm], "group": os.getpgid(0),
                   "unit": unit, "fd": reach(f"/proc/{warm}/fd/1"), "mem": reach(f"/proc/{warm}/mem")}))"""
 
+# Starts a helper in its own session (as jupyter_client starts kernels of other kernelspecs),
+# waits while another run of alice's ends, and says whether its helper lived through that.
+HELPER = """import os, subprocess, time
+p = subprocess.Popen(["sleep", "60"], start_new_session=True)
+open("helper.started", "w").write(str(p.pid))
+while not os.path.exists("other.ended"):
+    time.sleep(0.1)
+time.sleep(1)
+print("alive" if p.poll() is None else "killed")"""
+
 # Leaves a process behind that left the run's process group (its own session), and notes its pid.
 ESCAPE = """import subprocess
 p = subprocess.Popen(["sleep", "300"], start_new_session=True)
@@ -100,6 +110,11 @@ def printed(api, execution_id: int) -> dict:
     nb = json.loads(api.output(execution_id))
     text = "".join("".join(o.get("text", "")) for cell in nb["cells"] for o in cell.get("outputs", []))
     return json.loads(text.strip().splitlines()[-1])
+
+
+def printed_text(api, execution_id: int) -> str:
+    nb = json.loads(api.output(execution_id))
+    return "".join("".join(o.get("text", "")) for cell in nb["cells"] for o in cell.get("outputs", [])).strip()
 
 
 def probe_props(probe: dict) -> dict:
@@ -287,6 +302,24 @@ def escaped(alice, api_host, notebook, processes) -> dict:
     if got["pid"]:
         got["gone"] = poll(lambda: not api_host.file(f"/proc/{got['pid']}").exists, 10)
     return got
+
+
+@pytest.fixture(scope="module")
+def helper_run(alice, api_host, notebook, escaped):
+    """A run of alice's whose helper left its process group, while another run of hers ends."""
+    notebook("alice", "helper.ipynb", [HELPER])
+    notebook("alice", "other.ipynb", ["open('other.ended', 'w').close()"])
+    api_host.run("rm -f /home/alice/notebooks/helper.started /home/alice/notebooks/other.ended")
+    eid = alice.run(path="helper.ipynb").id
+    poll(lambda: api_host.file("/home/alice/notebooks/helper.started").exists, 60)
+    other = alice.wait(alice.run(path="other.ipynb").id, timeout=120)
+    return other, alice.wait(eid, timeout=120)
+
+
+def test_a_live_runs_helper_outlives_another_runs_end(alice, helper_run):
+    other, ex = helper_run
+    assert other.status == "succeeded" and ex.status == "succeeded", (other, ex)
+    assert printed_text(alice, ex.id) == "alive", "the end of one run killed a live run's helper"
 
 
 def test_a_process_that_left_its_runs_group_ends_with_the_run(escaped):

@@ -75,6 +75,9 @@ class ForkedKernel:
         )
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the kernel
+            from exec_api.services.warm import _die_with_parent
+
+            _die_with_parent()
             for fd in self.private_fds:
                 os.close(fd)
             _child(cf, os.getcwd(), -1, new_session=False)

@@ -21,6 +21,7 @@ import os
 import pwd
 import re
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -185,6 +186,20 @@ class _Pending:
     doc: dict[str, Any] | None = None
 
 
+# A warm runner's lines, framed by it: an answer for one run (only its id is read before the
+# run is known to be waiting), or how many run processes wait with a kernel up.
+ANSWER_RE = re.compile(rb'^\{"id": ([0-9]{1,18}), "(result|over|cancelled)": ')
+READY_RE = re.compile(rb'^\{"ready": ([0-9]{1,2})\}\n$')
+# A line of JSON with more containers than one in 8 bytes is not a notebook; parsed, such lines
+# take 20 times their size or more (a user's own process writes them).
+DENSITY = 8
+SEND_SECONDS = 10.0  # to hand a warm runner a line; one that takes no more is stopped
+CANCEL_SECONDS = 5.0  # for a warm runner to say it killed a run; else it is stopped
+# A warm runner lives at most this long (RuntimeMaxSec adds the longest run): older ones get no
+# new runs and are let go once their runs end, so a unit that stopped listening ends anyway.
+WARM_MAX_SECONDS = 86400
+
+
 @dataclass
 class Warm:
     """A user's warm runner (:mod:`exec_api.services.warm`) and the runs handed to it."""
@@ -194,18 +209,42 @@ class Warm:
     unit: str | None = None
     pending: dict[int, _Pending] = field(default_factory=dict)
     ready: int = 0
+    started: float = field(default_factory=time.monotonic)
     used: float = field(default_factory=time.monotonic)
     err: bytes = b""
     ended: str | None = None  # why it is gone, once it is
     lock: threading.Lock = field(default_factory=threading.Lock)
+    wlock: threading.Lock = field(default_factory=threading.Lock)
 
-    def send(self, doc: dict[str, Any]) -> bool:
-        try:
-            self.proc.stdin.write(json.dumps(doc).encode() + b"\n")  # type: ignore[union-attr]
-            self.proc.stdin.flush()  # type: ignore[union-attr]
-        except (OSError, ValueError):
-            return False
+    def __post_init__(self) -> None:
+        # Written without blocking: a warm runner that stops reading (its user can SIGSTOP it)
+        # must not hold a worker's thread.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.set_blocking(self.proc.stdin.fileno(), False)  # type: ignore[union-attr]
+
+    def send(self, doc: dict[str, Any], seconds: float | None = None) -> bool:
+        data = json.dumps(doc).encode() + b"\n"
+        deadline = time.monotonic() + (SEND_SECONDS if seconds is None else seconds)
+        with self.wlock:
+            try:
+                fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
+            except (OSError, ValueError, AttributeError):
+                return False
+            while data:
+                try:
+                    data = data[os.write(fd, data) :]
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    select.select([], [fd], [], min(left, 0.5))
+                except OSError:
+                    return False
         return True
+
+    def close_stdin(self) -> None:
+        with self.wlock, contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
 
 
 class SubprocessRunner:
@@ -217,6 +256,10 @@ class SubprocessRunner:
     the service user; :class:`SystemdRunner` starts it as the notebook owner, in a unit with
     the run limits.  A warm runner nobody used for ``ready_idle_seconds`` is let go (stdin
     closed), and only the ``ready_max_users`` most recent users keep an idle one.
+
+    The warm runner is the user's own process: what it writes is read with bounds and checked
+    (a line for a run that is not waiting is dropped unread), a warm runner that stops reading
+    or does not confirm a cancel is stopped whole, and none lives longer than a day.
     """
 
     name = "subprocess"
@@ -226,6 +269,7 @@ class SubprocessRunner:
         self.settings = settings
         self.python = settings.systemd_python or sys.executable
         self._warm: OrderedDict[str, Warm] = OrderedDict()
+        self._retiring: list[Warm] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
         # What one answer may be: the output cap, and room for the status and the framing.
@@ -239,8 +283,9 @@ class SubprocessRunner:
     def close(self) -> None:
         self._closing.set()
         with self._lock:
-            warm = list(self._warm.values())
+            warm = list(self._warm.values()) + self._retiring
             self._warm.clear()
+            self._retiring = []
         for w in warm:
             self._let_go(w)
 
@@ -253,7 +298,8 @@ class SubprocessRunner:
 
     # ------------------------------------------------------------- warm runners
     def warm_command(self) -> list[str]:
-        return [self.python, "-m", "exec_api.services.warm"]
+        # -P: nothing from the working directory (the user's home) is imported as our code.
+        return [self.python, "-P", "-m", "exec_api.services.warm"]
 
     def _popen(self, username: str) -> Warm:
         env = kernel_env()
@@ -268,11 +314,16 @@ class SubprocessRunner:
         )
         return Warm(proc, username)
 
-    def _for(self, username: str) -> Warm:
-        """The user's warm runner, started now if they have none."""
+    def _for(self, username: str, execution_id: int, pend: _Pending) -> Warm:
+        """The user's warm runner (started now if they have none), with ``pend`` waiting on
+        it: a runner with a run waiting is never let go as idle."""
         evicted: list[Warm] = []
         with self._lock:
             w = self._warm.get(username)
+            if w is not None and time.monotonic() - w.started > WARM_MAX_SECONDS:
+                del self._warm[username]  # old: its runs end there, new ones go to a new one
+                self._retiring.append(w)
+                w = None
             if w is None or w.ended is not None:
                 w = self._popen(username)
                 self._warm[username] = w
@@ -280,6 +331,8 @@ class SubprocessRunner:
                 threading.Thread(target=self._stderr, args=(w,), daemon=True).start()
             self._warm.move_to_end(username)
             w.used = time.monotonic()
+            with w.lock:
+                w.pending[execution_id] = pend
             idle = [v for k, v in self._warm.items() if k != username and not v.pending]
             while len(self._warm) > self.settings.ready_max_users and idle:
                 gone = idle.pop(0)
@@ -289,34 +342,61 @@ class SubprocessRunner:
             self._let_go(gone)
         return w
 
+    def _forget(self, w: Warm) -> None:
+        with self._lock:
+            if self._warm.get(w.username) is w:
+                del self._warm[w.username]
+            if w in self._retiring:
+                self._retiring.remove(w)
+
     def _listen(self, w: Warm) -> None:
         """Answers from the warm runner, each to the run waiting for it (and only that)."""
         out = w.proc.stdout
         assert out is not None
         why = "it exited"
-        while True:
-            line = out.readline() if self.answer_cap is None else out.readline(self.answer_cap)
-            if not line:
-                break
-            if not line.endswith(b"\n"):  # longer than any answer may be: it cannot be trusted
-                why = "it sent an answer over the output cap's bound"
-                self.stop_warm(w)
-                break
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(doc, dict):
-                continue
-            if "ready" in doc and isinstance(doc["ready"], int):
-                w.ready = doc["ready"]
-                continue
-            rid = doc.get("id")
-            with w.lock:
-                pend = w.pending.pop(rid, None) if isinstance(rid, int) else None
-            if pend is not None:
-                pend.doc = doc
-                pend.done.set()
+        try:
+            while (
+                line := out.readline() if self.answer_cap is None else out.readline(self.answer_cap)
+            ):
+                if not line.endswith(b"\n"):  # longer than any answer may be
+                    why = "it sent an answer over the output cap's bound"
+                    break
+                if m := READY_RE.match(line):
+                    w.ready = min(int(m.group(1)), 99)
+                    continue
+                m = ANSWER_RE.match(line)
+                if m is None:
+                    continue
+                rid = int(m.group(1))
+                with w.lock:
+                    waiting = rid in w.pending
+                if not waiting:
+                    continue  # dropped unread: an answer nobody waits for is parsed by nobody
+                if line.count(b"{") + line.count(b"[") > len(line) // DENSITY + 16:
+                    doc: Any = {
+                        "id": rid,
+                        "result": {"error_message": "the run's answer is not a notebook"},
+                    }
+                else:
+                    doc = json.loads(line)
+                if not isinstance(doc, dict) or doc.get("id") != rid:  # another id in the same line
+                    why = "it sent an answer that was not framed as one"
+                    break
+                with w.lock:
+                    pend = w.pending.pop(rid, None)
+                if pend is not None:
+                    pend.doc = doc
+                    pend.done.set()
+        except Exception as e:  # noqa: BLE001 - JSON nested too deep, a closed pipe...
+            why = f"its answer could not be read ({type(e).__name__})"
+        finally:
+            self._ended(w, why)
+
+    def _ended(self, w: Warm, why: str) -> None:
+        """The warm runner is gone or is not to be trusted: stopped, and its runs released."""
+        self._forget(w)
+        if w.proc.poll() is None:
+            self.stop_warm(w)
         with contextlib.suppress(subprocess.TimeoutExpired):
             w.proc.wait(timeout=10)
         time.sleep(0.05)  # the end of its stderr
@@ -327,12 +407,9 @@ class SubprocessRunner:
             left, w.pending = list(w.pending.values()), {}
         for pend in left:
             pend.done.set()
-        with self._lock:
-            if self._warm.get(w.username) is w:
-                del self._warm[w.username]
         self._close_pipes(w)
         if not self._closing.is_set() and code not in (0, 143, -15):
-            log.warning("%s", w.ended)
+            log.warning("%r", w.ended)
 
     @staticmethod
     def _stderr(w: Warm) -> None:
@@ -346,21 +423,24 @@ class SubprocessRunner:
             self.expire()
 
     def expire(self) -> None:
-        """Let go of the warm runners nobody used for ready_idle_seconds."""
+        """Let go of the warm runners nobody used for ready_idle_seconds, and of old ones
+        whose last run ended."""
         limit = time.monotonic() - self.settings.ready_idle_seconds
         with self._lock:
             idle = [w for w in self._warm.values() if not w.pending and w.used < limit]
             for w in idle:
                 del self._warm[w.username]
+            idle += [w for w in self._retiring if not w.pending]
+            self._retiring = [w for w in self._retiring if w.pending]
         for w in idle:
             self._let_go(w)
 
     def _let_go(self, w: Warm) -> None:
-        """Close its stdin: it kills its ready runs and exits; stopped if it does not."""
-        with contextlib.suppress(OSError, ValueError):
-            w.proc.stdin.close()  # type: ignore[union-attr]
+        """Close its stdin (it kills its ready runs and exits), and stop it if it does not;
+        in a thread of its own, so that nobody waits on a runner that stopped reading."""
 
         def _collect() -> None:
+            w.close_stdin()
             try:
                 w.proc.wait(timeout=self.grace_seconds + 10)
             except subprocess.TimeoutExpired:
@@ -385,6 +465,10 @@ class SubprocessRunner:
                 if f is not None:
                     f.close()
 
+    def _stop_in_background(self, w: Warm) -> None:
+        self._forget(w)
+        threading.Thread(target=self.stop_warm, args=(w,), daemon=True).start()
+
     # ---------------------------------------------------------------------- run
     def run(self, job: Job, control: Control) -> Outcome:
         payload = {
@@ -398,23 +482,16 @@ class SubprocessRunner:
             "report_mode": job.report_mode,
         }
         pend = _Pending()
-        for _attempt in range(2):  # a runner that ended just now (idle, killed): start another
-            try:
-                w = self._for(job.username)
-            except (OSError, KeyError) as e:
-                return Outcome("failed", error_message=f"cannot start runner: {e}")
-            with w.lock:
-                w.pending[job.execution_id] = pend
-            if w.send({"op": "run", "id": job.execution_id, "job": payload}):
-                break
+        try:
+            w = self._for(job.username, job.execution_id, pend)
+        except (OSError, KeyError) as e:
+            return Outcome("failed", error_message=f"cannot start runner: {e}")
+        if not w.send({"op": "run", "id": job.execution_id, "job": payload}):
             with w.lock:
                 w.pending.pop(job.execution_id, None)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                w.proc.wait(timeout=5)
-        else:
-            return Outcome(
-                "failed", error_message=f"cannot reach the runner: {w.ended or 'its pipe closed'}"
-            )
+            self._stop_in_background(w)  # it stopped reading: the user's next run starts another
+            why = w.ended or f"it took no job within {SEND_SECONDS:g} s"
+            return Outcome("failed", error_message=f"cannot reach {username_runner(w)}: {why}")
         # The warm runner kills the run GRACE s past its deadline; this is the last line.
         deadline = time.monotonic() + job.timeout_seconds + 30
         stopped: str | None = None
@@ -424,30 +501,36 @@ class SubprocessRunner:
             elif time.monotonic() > deadline:
                 stopped = "timed_out"
             if stopped:
-                with w.lock:
-                    w.pending.pop(job.execution_id, None)
-                if stopped == "timed_out":  # the warm runner missed its own deadline: it is stuck
-                    self.stop_warm(w)
-                else:
-                    w.send({"op": "cancel", "id": job.execution_id})
-                return Outcome(stopped, error_message=f"execution {stopped}")
+                return self._stop_run(w, job.execution_id, pend, stopped)
         w.used = time.monotonic()
         if pend.doc is None:
             return Outcome("failed", error_message=f"the run was lost: {w.ended or 'no answer'}")
         if "over" in pend.doc:
             assert job.max_output_bytes is not None
-            over = (
-                int(pend.doc["over"]) if isinstance(pend.doc["over"], int) else job.max_output_bytes
-            )
+            over = pend.doc["over"] if type(pend.doc["over"]) is int else 0
+            size = max(over, job.max_output_bytes + 1)
             return Outcome(
                 "failed",
-                error_message=str(
-                    OutputTooLarge(
-                        max(over, job.max_output_bytes + 1), job.max_output_bytes, at_least=True
-                    )
-                ),
+                error_message=str(OutputTooLarge(size, job.max_output_bytes, at_least=True)),
             )
         return self.parse(pend.doc.get("result"))
+
+    def _stop_run(self, w: Warm, rid: int, pend: _Pending, reason: str) -> Outcome:
+        """Cancel (or time out) a run: the warm runner kills it and says so; one that does not
+        within CANCEL_SECONDS, or that let the run pass its deadline, is stopped whole."""
+        out = Outcome(reason, error_message=f"execution {reason}")
+        if reason != "timed_out" and w.send({"op": "cancel", "id": rid}, CANCEL_SECONDS):
+            deadline = time.monotonic() + CANCEL_SECONDS
+            while not pend.done.wait(0.05) and time.monotonic() < deadline:
+                pass
+            if pend.doc is not None and pend.doc.get("cancelled") is True:
+                return out
+            if pend.doc is not None:  # it ended just before the cancel: killed anyway
+                return out
+        with w.lock:
+            w.pending.pop(rid, None)
+        self._stop_in_background(w)
+        return out
 
     @staticmethod
     def parse(doc: Any) -> Outcome:
@@ -529,6 +612,8 @@ class SystemdRunner(SubprocessRunner):
             "MemorySwapMax=0",
             f"CPUQuota={s.systemd_cpu_quota}",
             f"TasksMax={s.systemd_tasks_max}",
+            # No new run past WARM_MAX_SECONDS; this ends a runner that stopped listening.
+            f"RuntimeMaxSec={WARM_MAX_SECONDS + s.max_timeout_seconds + 60}",
             "KillMode=control-group",
             # A run that the kernel's OOM killer ends fails alone: the user's other runs go on.
             "OOMPolicy=continue",

@@ -10,7 +10,8 @@ what a run needs once (ipykernel, IPython, papermill, nbclient: about 1.5 CPU-s)
   a private 0700 directory) and runs the job with papermill (:func:`exec_api.services.child.run`);
   nothing of a run survives it: when the run ends, is cancelled or passes its deadline, its
   whole process group is killed (SIGKILL), and then every other process of the unit that
-  belongs to no live run (one that left its group with ``setsid``);
+  descends from no live run process (one that left its group with ``setsid``: this process is
+  the subreaper of all of them);
 * run processes are forked **ahead** (kernel started, waiting for their job):
   ``EXEC_API_WARM_READY`` (default 1) plus one for each run in flight beyond the first, at
   most ``READY_CAP``, so a user's concurrent runs find kernels ready;
@@ -22,7 +23,7 @@ Protocol (JSON lines on stdin/stdout, spoken only by the runner):
 
 * in  ``{"op": "run", "id": N, "job": {...}}`` (the job as :func:`child.run` takes it)
   out ``{"id": N, "result": {"status": ..., "notebook": ..., "error": ..., "error_message": ...}}``
-* in  ``{"op": "cancel", "id": N}``: the run is killed; no answer.
+* in  ``{"op": "cancel", "id": N}``: the run is killed; out ``{"id": N, "cancelled": true}``.
 * out ``{"ready": n}`` whenever the number of runs waiting with a kernel up changes.
 * end of stdin (the worker ended, even with ``kill -9``, or it let this user's runner go when
   idle) and SIGTERM: every run is killed and this process exits.
@@ -86,6 +87,10 @@ def _own_cgroup_procs() -> str | None:
     return None
 
 
+def _failure(status: str, message: str) -> dict[str, Any]:
+    return {"status": status, "notebook": None, "error": None, "error_message": message}
+
+
 @dataclass
 class Slot:
     """A run process: forked ahead (``id`` None) or running the job ``id``."""
@@ -114,13 +119,18 @@ def _run_process(job_r: int, res_w: int, err_w: int, inherited: list[int]) -> No
     try:
         os.setsid()
         signal.set_wakeup_fd(-1)
-        _dumpable(True)  # the run and its kernel are the user's, as any process of theirs
         _close(*inherited)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.dup2(err_w, 2)
         _close(devnull, err_w)
+        _die_with_parent()
+        # Only now (the worker's pipes and other runs' are closed): the run and its kernel are
+        # the user's, as any process of theirs; and the OOM killer takes them before this one.
+        _dumpable(True)
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         from exec_api.services.child import ForkedKernel, emit, run
@@ -167,6 +177,7 @@ class Server:
         self.ready_said = -1
         self.failed_ahead = 0
         self.wake = (-1, -1)
+        self.signals: dict[int, int] = {}  # run processes a signal ended, for the message
 
     # ------------------------------------------------------------------- run processes
     def _fork(self) -> Slot:
@@ -205,22 +216,42 @@ class Server:
         self._sweep()
 
     def _sweep(self) -> None:
-        """Kill every process of this unit that is not this one or in a live run's group."""
+        """Kill every process of this unit that no live run started: its ancestors, up to this
+        process (the subreaper of all of them), include no live run process.  Repeated until a
+        pass finds nothing, so that a process forking away during a pass is caught too."""
         if self.procs is None:
             return
-        try:
-            with open(self.procs, encoding="ascii") as f:
-                pids = [int(p) for p in f.read().split()]
-        except (OSError, ValueError):
-            return
-        live = {os.getpid()} | {s.pid for s in self.ready} | {s.pid for s in self.running.values()}
-        for pid in pids:
+        for _ in range(10):
             try:
-                if pid in live or os.getpgid(pid) in live:
-                    continue
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
+                with open(self.procs, encoding="ascii") as f:
+                    pids = [int(p) for p in f.read().split()]
+            except (OSError, ValueError):
+                return
+            live = {s.pid for s in self.ready} | {s.pid for s in self.running.values()}
+            me = os.getpid()
+            killed = 0
+            for pid in pids:
+                if pid != me and not self._descends(pid, live, me):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed += 1
+            if not killed:
+                return
+
+    @staticmethod
+    def _descends(pid: int, live: set[int], me: int) -> bool:
+        """Whether ``pid`` is a live run process or one of its descendants."""
+        for _ in range(64):
+            if pid in live:
+                return True
+            if pid in (me, 0, 1):
+                return False
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                return False  # gone: nothing to kill
+        return False
 
     def _refill(self) -> None:
         if self.base_ready == 0 or self.failed_ahead >= 3:
@@ -228,7 +259,11 @@ class Server:
         # One more for each run in flight beyond the first: a user's concurrent runs each find one.
         want = min(READY_CAP, self.base_ready + max(0, len(self.running) - 1))
         while len(self.ready) < want:
-            self.ready.append(self._fork())
+            try:
+                self.ready.append(self._fork())
+            except OSError:  # no more tasks or files in the user's limits: runs fork when they come
+                self.failed_ahead += 1
+                break
         self._say_ready()
 
     def _say_ready(self) -> None:
@@ -262,9 +297,10 @@ class Server:
         if op == "cancel":
             if rid in self.running:
                 s = self.running[rid]
-                s.id = None  # no answer: the worker has its own
+                s.id = None  # no answer but this one: the worker has its own
                 self.running.pop(rid, None)
                 self._end(s)
+            self._send({"id": rid, "cancelled": True})  # without it, the worker stops the unit
             return
         if op != "run" or rid in self.running:
             return
@@ -275,7 +311,12 @@ class Server:
                 break
             self._end(s)
         else:
-            s = self._fork()
+            try:
+                s = self._fork()
+            except OSError as e:
+                why = f"cannot start the run: {e} (the user's runs share TasksMax and MemoryMax)"
+                self._send({"id": rid, "result": _failure("failed", why)})
+                return
         s.id = rid
         s.timeout = float(job.get("timeout") or 600)
         s.deadline = time.monotonic() + s.timeout + GRACE
@@ -288,6 +329,8 @@ class Server:
         self._refill()
 
     def _write_job(self, s: Slot) -> None:
+        if s.job_w < 0:
+            return
         try:
             n = os.write(s.job_w, s.job)
         except BlockingIOError:
@@ -322,6 +365,8 @@ class Server:
             return
         if fd == s.err_r:
             s.err = (s.err + chunk)[-STDERR_TAIL:]
+        elif s.id is None:  # an answer before any job: not from this runner's code
+            self._end(s)
         elif not s.over:
             s.answer += chunk
             if s.cap is not None and len(s.answer) > s.cap:
@@ -346,8 +391,18 @@ class Server:
             self._answer(s, raw=raw)
         else:
             with contextlib.suppress(OSError, ChildProcessError):
-                os.waitpid(s.pid, os.WNOHANG)
+                pid, status = os.waitpid(s.pid, 0)
+                if os.WIFSIGNALED(status):
+                    self.signals[pid] = os.WTERMSIG(status)
             err = s.err.decode("utf-8", "replace")[-2000:].strip() or "no message"
+            sig = self.signals.pop(s.pid, None)
+            if sig is not None:
+                oom = (
+                    " (out of memory? the user's runs share MemoryMax)"
+                    if sig == signal.SIGKILL
+                    else ""
+                )
+                err = f"killed by signal {sig}{oom}; {err}"
             self._fail(s, "failed", f"the run's process ended without an answer: {err}")
         self._end(s)
 
@@ -363,11 +418,13 @@ class Server:
     def _reap(self) -> None:
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if os.WIFSIGNALED(status) and len(self.signals) < 1000:
+                self.signals[pid] = os.WTERMSIG(status)
 
     # ------------------------------------------------------------------------ loop
     def serve(self) -> None:
@@ -391,9 +448,11 @@ class Server:
                 elif fd == self.wake[0]:
                     with contextlib.suppress(OSError):
                         os.read(fd, 4096)
+                elif fd not in self.by_fd:
+                    continue  # its run ended earlier in this batch
                 elif events & selectors.EVENT_WRITE:
                     self._write_job(self.by_fd[fd])
-                elif fd in self.by_fd:
+                else:
                     self._read(fd)
             self._reap()
 
@@ -434,8 +493,27 @@ def _dumpable(on: bool) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(4, int(on), 0, 0, 0)
 
 
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: SIGKILL when the parent ends (a run process when its warm runner is
+    killed, a kernel when its run process is), whatever killed it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+def _subreaper() -> None:
+    """PR_SET_CHILD_SUBREAPER: what a run leaves behind (its parents gone) becomes this
+    process's child, so the sweep knows it belongs to no live run."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
 def main() -> None:
     _dumpable(False)
+    _subreaper()
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     from exec_api.services.child import warm_up
 

@@ -71,6 +71,10 @@ def _child(  # pragma: no cover
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if cwd:
             os.chdir(cwd)
+        # A notebook imports the modules beside it, as under `python -m ipykernel_launcher`,
+        # also when this process was started with -P (the warm runner).
+        if "" not in sys.path:
+            sys.path.insert(0, "")
         from ipykernel.kernelapp import IPKernelApp
 
         app = IPKernelApp.instance()

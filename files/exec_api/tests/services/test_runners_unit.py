@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from exec_api.core.config import Settings
+from exec_api.services import runners
 from exec_api.services.kernels import kernel_env
 from exec_api.services.runners import Control, Job, SubprocessRunner, SystemdRunner
 
@@ -373,3 +374,87 @@ def test_a_run_whose_kernel_died_while_waiting_still_runs(sub, tmp_path):
     out = sub.run(_job(p, user="alice"), Control())
     assert out.status == "succeeded", out
     assert out.notebook["cells"][-1]["outputs"][0]["text"].strip() == "42"
+
+
+# ------------------------------------------------------------------ a hostile warm runner
+# The warm runner is its user's own process: they can stop it, or (through their runs) write
+# into what it answers. Nothing of that may hold or crash a worker's thread.
+def test_a_warm_runner_that_stops_reading_does_not_hold_the_worker(sub, tmp_path, monkeypatch):
+    monkeypatch.setattr(runners, "SEND_SECONDS", 1.0)
+    p = _nb(tmp_path, "print(1)", params="x = 0")
+    assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"
+    warm = sub._warm["alice"]
+    os.kill(warm.proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    out = sub.run(_job(p, user="alice", x="y" * 1_000_000), Control())  # more than a pipe holds
+    assert out.status == "failed" and "took no job within 1 s" in out.error_message, out
+    assert time.monotonic() - t0 < 5
+    assert warm.proc.wait(20) is not None  # stopped whole
+    assert sub.run(_job(p, user="alice"), Control()).status == "succeeded"  # a new one serves
+    assert sub._warm["alice"] is not warm
+
+
+def test_a_cancel_nobody_confirms_stops_the_warm_runner(sub, tmp_path, monkeypatch):
+    monkeypatch.setattr(runners, "CANCEL_SECONDS", 1.0)
+    pidfile = tmp_path / "kernel.pid"
+    p = _nb(
+        tmp_path,
+        f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)",
+    )
+    c = Control()
+
+    def stop_then_cancel():
+        _wait(lambda: pidfile.exists() and pidfile.read_text())
+        os.kill(sub._warm["alice"].proc.pid, signal.SIGSTOP)
+        c.stop.set()
+
+    threading.Thread(target=stop_then_cancel).start()
+    out = sub.run(_job(p, user="alice"), c)
+    assert out.status == "cancelled"
+    kernel = int(pidfile.read_text())
+    _wait(lambda: _gone(kernel), 20)  # the run dies with its warm runner (PR_SET_PDEATHSIG)
+
+
+class _Liar(SubprocessRunner):
+    """A warm runner that answers the way a user's own process could: `line` (with {id} for
+    the run's id), then the honest answer."""
+
+    def __init__(self, cfg, line: str) -> None:
+        super().__init__(cfg)
+        self.line = line
+
+    def warm_command(self) -> list[str]:
+        code = (
+            "import json, sys\n"
+            "req = json.loads(sys.stdin.readline())\n"
+            f"sys.stdout.write({self.line!r}.replace('{{id}}', str(req['id'])) + '\\n')\n"
+            "sys.stdout.write(json.dumps({'id': req['id'], 'result': {'status': 'succeeded', "
+            "'notebook': {'honest': 1}}}) + '\\n')\n"
+            "sys.stdout.flush()\n"
+            "sys.stdin.read()\n"
+        )
+        return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize(
+    ("line", "status", "says"),
+    [
+        # nested past Python's recursion limit: not parsed, the run fails, the thread lives
+        ('{"id": {id}, "result": ' + "[" * 5000 + "]" * 5000 + "}", "failed", "not a notebook"),
+        # a second id in the same line (the last would win): the runner is not trusted further
+        ('{"id": {id}, "result": {}, "id": 999}', "failed", "not framed"),
+        # answers for runs nobody waits for are dropped unread; then the honest answer
+        ('{"id": 999, "result": {"status": "succeeded"}}', "succeeded", None),
+        ('{"ready": 1e400}', "succeeded", None),
+        ("garbage", "succeeded", None),
+    ],
+)
+def test_what_a_warm_runner_answers_is_checked(cfg, tmp_path, line, status, says):
+    r = _Liar(cfg, line)
+    out = r.run(_job(_nb(tmp_path, "1"), user="alice"), Control())
+    assert out.status == status, out
+    if says:
+        assert says in (out.error_message or ""), out
+    else:
+        assert out.notebook == {"honest": 1}
+    r.close()
