@@ -36,7 +36,7 @@ import nbformat
 from exec_api.core.config import Settings
 from exec_api.services.engine import DEFAULT_KERNEL, OutputTooLarge
 from exec_api.services.kernels import KernelPool, KernelStartError, kernel_env
-from exec_api.services.warm import ANSWER_ROOM
+from exec_api.services.warm import ANSWER_ROOM, READY_CAP
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ class SubprocessRunner:
 
     def _popen(self, username: str) -> Warm:
         env = kernel_env()
-        env["EXEC_API_WARM_READY"] = str(self.settings.ready_per_user)
+        env["EXEC_API_WARM_READY"] = str(min(self.settings.ready_per_user, READY_CAP))
         proc = subprocess.Popen(
             self.warm_command(),
             stdin=subprocess.PIPE,
@@ -639,7 +639,7 @@ class SystemdRunner(SubprocessRunner):
             f"--setenv=USER={username}",
             f"--setenv=LOGNAME={username}",
             "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1",
-            f"--setenv=EXEC_API_WARM_READY={int(s.ready_per_user)}",
+            f"--setenv=EXEC_API_WARM_READY={min(int(s.ready_per_user), READY_CAP)}",
         ]
         for prop in props:
             argv += ["-p", prop]

@@ -123,7 +123,7 @@ def test_systemd_command(cfg, tmp_path, launched):
     assert argv[0] == "/usr/bin/systemd-run"
     sep = argv.index("--")
     opts, command = argv[:sep], argv[sep + 1 :]
-    assert command[-2:] == ["-m", "exec_api.services.warm"]
+    assert command[-3:] == ["-P", "-m", "exec_api.services.warm"]  # nothing from the home imported
     unit = next(a.split("=", 1)[1] for a in opts if a.startswith("--unit="))
     assert re.fullmatch(r"exec-api-warm-[0-9a-f]{12}\.service", unit)
     for flag in (
@@ -145,6 +145,7 @@ def test_systemd_command(cfg, tmp_path, launched):
         "TasksMax=64",
         "KillMode=control-group",
         "OOMPolicy=continue",
+        f"RuntimeMaxSec={86400 + cfg.max_timeout_seconds + 60}",
         "NoNewPrivileges=yes",
         f"WorkingDirectory={pw.pw_dir}",
         f"BindPaths={pw.pw_dir}",
