@@ -484,31 +484,29 @@ class Server:
         self._sweep()
 
 
-def _dumpable(on: bool) -> None:
-    """PR_SET_DUMPABLE: off, the user's own code cannot open this process's /proc files (its
-    pipes, its memory) nor ptrace it, as it could any process of its user."""
+def _prctl(option: int, value: int) -> None:
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(4, int(on), 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def _dumpable(on: bool) -> None:
+    """PR_SET_DUMPABLE: off, the user's own code cannot open this process's /proc files (its
+    pipes, its memory) nor ptrace it, as it could any process of its user."""
+    _prctl(4, int(on))
 
 
 def _die_with_parent() -> None:
     """PR_SET_PDEATHSIG: SIGKILL when the parent ends (a run process when its warm runner is
     killed, a kernel when its run process is), whatever killed it."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    _prctl(1, signal.SIGKILL)
 
 
 def _subreaper() -> None:
     """PR_SET_CHILD_SUBREAPER: what a run leaves behind (its parents gone) becomes this
     process's child, so the sweep knows it belongs to no live run."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    _prctl(36, 1)
 
 
 def main() -> None:
