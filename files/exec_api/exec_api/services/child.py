@@ -7,6 +7,7 @@ of time ("ready run").  :func:`run` runs the job with papermill as this process'
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from exec_api.services.kernels import Kernel
+from exec_api.services.warm import _failure
 
 DEFAULT_KERNEL = "python3"
 
@@ -38,15 +40,9 @@ def warm_up() -> None:
 def emit(doc: dict[str, Any], out: IO[bytes]) -> None:
     # UTF-8 as the output file is written (not \uXXXX escapes, up to 3 times larger), so the
     # runner's bound on the answer matches the output cap; a lone surrogate stays a JSON escape.
-    import json
-
     data = json.dumps(doc, default=str, ensure_ascii=False).encode("utf-8", "backslashreplace")
     out.write(data + b"\n")
     out.flush()
-
-
-def _failed(message: str, notebook: Any = None, status: str = "failed") -> dict[str, Any]:
-    return {"status": status, "error": None, "notebook": notebook, "error_message": message}
 
 
 class ForkedKernel:
@@ -119,7 +115,7 @@ def run(job: dict[str, Any], k: ForkedKernel, run_ctx: list[Any] | None = None) 
     try:
         nb = nbformat.read(job["notebook"], as_version=4)
     except (OSError, ValueError) as e:
-        return _failed(f"cannot read notebook: {e}")
+        return _failure("failed", f"cannot read notebook: {e}")
     timeout = float(job.get("timeout") or 600)
     limit = job.get("max_output_bytes")
     r = Run(

@@ -95,9 +95,6 @@ def error_text(err: dict[str, Any] | None) -> str | None:
     return f"{err.get('ename', 'Error')}{where}: {err.get('evalue', '')}"
 
 
-# A kernelspec name as jupyter_client allows it: the only form passed on to a child.
-KERNEL_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
 # What of a warm runner's stderr is kept (the end, for the message when it ends).
 STDERR_TAIL = 64 * 1024
 
@@ -520,12 +517,8 @@ class SubprocessRunner:
         within CANCEL_SECONDS, or that let the run pass its deadline, is stopped whole."""
         out = Outcome(reason, error_message=f"execution {reason}")
         if reason != "timed_out" and w.send({"op": "cancel", "id": rid}, CANCEL_SECONDS):
-            deadline = time.monotonic() + CANCEL_SECONDS
-            while not pend.done.wait(0.05) and time.monotonic() < deadline:
-                pass
-            if pend.doc is not None and pend.doc.get("cancelled") is True:
-                return out
-            if pend.doc is not None:  # it ended just before the cancel: killed anyway
+            # Confirmed, or the run's own answer came first: either way it is over.
+            if pend.done.wait(CANCEL_SECONDS) and pend.doc is not None:
                 return out
         with w.lock:
             w.pending.pop(rid, None)

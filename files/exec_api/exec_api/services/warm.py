@@ -47,6 +47,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from exec_api.services.zygote import _kill_group
+
 READY_CAP = 4  # run processes waiting with a kernel up, at most
 ANSWER_ROOM = 1024 * 1024  # beyond the output cap: status, error, JSON framing
 STDERR_TAIL = 16 * 1024  # of a run process's stderr, kept for a run that ends without answer
@@ -54,11 +56,6 @@ JOB_MAX = 8 * 1024 * 1024  # one job line (parameters are validated and small)
 GRACE = 10.0  # past a run's own deadline (which papermill's engine enforces), it is killed
 # The unit this process sweeps when a run ends; outside one (the subprocess runner), no sweep.
 UNIT_RE = re.compile(r"/exec-api-warm-[0-9a-f]{12}\.service$")
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def _close(*fds: int) -> None:
