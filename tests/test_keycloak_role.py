@@ -39,6 +39,8 @@ OPTIONS = {
 # `openid profile email groups`.
 KEYCLOAK_DEFAULT_SCOPES = {"basic", "acr", "web-origins", "profile", "email", "roles"}
 REQUESTED_SCOPES = {"profile", "email", "groups"}
+# The units tasks/configure.yml renders from keycloak.service.j2: unit -> kind.
+UNITS = {"keycloak.service": "server", "keycloak-bootstrap-admin.service": "bootstrap-admin"}
 USERS = [
     {"username": "ada", "email": "ada@example.org", "first_name": "Ada", "last_name": "L",
      "groups": ["platform-admins", "platform-users"]},
@@ -60,13 +62,18 @@ def render_role(inventory: Path, out: Path, *extra: str):
         {"ansible.builtin.template": {"src": f"{ROLE}/templates/{name}.j2", "dest": f"{out}/{name}", "mode": "0600"}}
         for name in [
             "keycloak.conf",
-            "keycloak.service",
             "keycloak.env",
             "bootstrap.env",
             "keycloak-firewall.nft",
             "keycloak-firewall.service",
         ]
     ]
+    # The unit template makes both units, as tasks/configure.yml does.
+    tasks += [
+        {"ansible.builtin.template": {"src": f"{ROLE}/templates/keycloak.service.j2", "dest": f"{out}/{unit}",
+                                      "mode": "0600"}, "vars": {"__keycloak_unit_kind": kind}}
+        for unit, kind in UNITS.items()
+    ]  # fmt: skip
     tasks.append({"ansible.builtin.copy": {"dest": f"{out}/data.json", "mode": "0600", "content": data}})
     vars_files = [f"{ROLE}/defaults/main.yml", *WIRING, f"{ROLE}/vars/main.yml"]
     play.write_text(yaml.safe_dump([{"hosts": "local1", "gather_facts": False, "vars_files": vars_files,
@@ -205,30 +212,62 @@ def systemd_verify(unit: Path) -> str:
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
-def test_unit_verifies_and_is_hardened(rendered, tmp_path):
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_verifies_and_is_hardened(rendered, tmp_path, name):
     out, data = rendered
     # ExecStart must exist for verify: a stub kc.sh in the (temporary) release directory.
     kc = Path(data["home"]) / "bin/kc.sh"
     kc.parent.mkdir(parents=True)
     kc.write_text("#!/bin/sh\nexit 0\n")
     kc.chmod(0o755)
-    unit = tmp_path / "units/keycloak.service"
+    unit = tmp_path / "units" / name
     unit.parent.mkdir()
-    shutil.copy(out / "keycloak.service", unit)
+    shutil.copy(out / name, unit)
     report = systemd_verify(unit)
-    assert report.startswith("rc=0") and "keycloak.service" not in report.split("\n", 1)[1], report
+    assert report.startswith("rc=0") and name not in report.split("\n", 1)[1], report
 
     # The check can fail: an unknown directive is reported.
-    broken = tmp_path / "broken/keycloak.service"
+    broken = tmp_path / "broken" / name
     broken.parent.mkdir()
     broken.write_text(unit.read_text().replace("[Service]\n", "[Service]\nNoSuchDirective=yes\n"))
     assert "NoSuchDirective" in systemd_verify(broken)
 
     sec = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True,
                          text=True)  # fmt: skip
-    match = re.search(r"Overall exposure level for keycloak\.service: (\d+\.\d+)", sec.stdout + sec.stderr)
+    match = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", sec.stdout + sec.stderr)
     assert match, sec.stdout[-2000:] + sec.stderr[-2000:]
     assert float(match.group(1)) <= 4.0, sec.stdout
+
+
+def unit_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+
+
+def test_the_recovery_unit_is_keycloaks_command_on_a_stopped_server(rendered):
+    """Keycloak's guide: bootstrap-admin runs with every node stopped, non-interactively here,
+    with the credentials from the environment (never the command line), in the server's sandbox."""
+    out, data = rendered
+    server, recovery = (unit_lines((out / name).read_text()) for name in UNITS)
+    assert "Conflicts=keycloak.service" in recovery and "Type=oneshot" in recovery
+    assert any(ln.startswith("After=keycloak.service") for ln in recovery), "not ordered after the server's stop"
+    exec_start = next(ln for ln in recovery if ln.startswith("ExecStart="))
+    assert exec_start.split("=", 1)[1].split() == [
+        f"{data['home']}/bin/kc.sh", "bootstrap-admin", "user", "--optimized", "--no-prompt",
+        "--username:env", "KC_BOOTSTRAP_ADMIN_USERNAME", "--password:env", "KC_BOOTSTRAP_ADMIN_PASSWORD"]  # fmt: skip
+    assert "EnvironmentFile=/etc/keycloak/bootstrap.env" in recovery
+    # The server never reads the temporary credentials; both share the sandbox, line for line.
+    assert not any("bootstrap.env" in ln for ln in server), "the server reads bootstrap.env"
+    sandbox = [ln for ln in server if ln.split("=")[0] in SANDBOX_KEYS]
+    assert len(sandbox) >= 20 and sandbox == [ln for ln in recovery if ln.split("=")[0] in SANDBOX_KEYS]
+    assert "[Install]" not in recovery, "the recovery unit would start at boot"
+
+
+SANDBOX_KEYS = {"User", "Group", "UMask", "NoNewPrivileges", "ProtectSystem", "ReadWritePaths", "ProtectHome",
+                "PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
+                "ProtectControlGroups", "ProtectClock", "ProtectHostname", "ProtectProc", "RestrictAddressFamilies",
+                "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+                "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber", "CapabilityBoundingSet",
+                "AmbientCapabilities", "RemoveIPC", "DevicePolicy", "KeyringMode"}  # fmt: skip
 
 
 def test_realm_data_from_the_wiring(rendered):
@@ -401,7 +440,8 @@ def test_admin_and_realm_calls_run_once():
     """Two hosts calling the Admin REST API at once race (HTTP 409 for the loser)."""
     found = [(t["name"], once) for f in ("admin.yml", "realm.yml")
              for t, once in api_tasks(yaml.safe_load((ROLE / "tasks" / f).read_text()))]  # fmt: skip
-    assert len(found) >= 8, found  # login probe, 2 admin, bootstrap removal, realm, scope, groups, clients, users
+    # login probes (3), 2 admin, temporary admin's removal, 2 realms, scope, groups, clients, users
+    assert len(found) >= 12, found
     assert [name for name, once in found if not once] == []
     # wait.yml probes each host's own health endpoint: not an admin call, it runs everywhere.
     assert all(t.get("run_once") is None for t in yaml.safe_load((ROLE / "tasks/wait.yml").read_text()))
@@ -594,7 +634,7 @@ def test_service_starts_after_the_handlers_flush():
     that notifies a restart is in place and flushed before the service is started."""
     steps = [t.get("ansible.builtin.import_tasks") or t.get("ansible.builtin.meta") for t in role_tasks("main.yml")]
     lifecycle = ["assert.yml", "install.yml", "configure.yml", "flush_handlers", "service.yml", "wait.yml",
-                 "admin.yml", "flush_handlers", "wait.yml", "realm.yml"]  # fmt: skip
+                 "admin.yml", "realm.yml"]  # fmt: skip
     assert steps == lifecycle, steps
     # What the restart handler stands for is all before the first flush; service.yml only starts.
     before_flush = [t for f in ("install.yml", "configure.yml") for t in role_tasks(f)]
@@ -602,9 +642,10 @@ def test_service_starts_after_the_handlers_flush():
     start = role_tasks("service.yml")
     assert [t["ansible.builtin.systemd_service"]["state"] for t in start] == ["started", "started"]
     assert not any(notifies_restart(t) or "ansible.builtin.template" in t for t in start)
-    # After the first flush only the bootstrap file's removal may ask for a restart (flushed again).
-    late = [t["name"] for f in ("service.yml", "admin.yml", "realm.yml") for t in role_tasks(f) if notifies_restart(t)]
-    assert late == ["No bootstrap credentials are left on the host"], late
+    # Nothing after the flush asks for a restart (the admin recovery stops and starts Keycloak itself).
+    late = [t["name"] for f in ("service.yml", "admin.yml", "realm.yml") for _, t in leaf_tasks(role_tasks(f), f)
+            if notifies_restart(t)]  # fmt: skip
+    assert late == [], late
     handlers = yaml.safe_load((ROLE / "handlers/main.yml").read_text())
     assert [h["listen"] for h in handlers] == ["keycloak firewall reload", "keycloak restart"]
 
@@ -722,3 +763,26 @@ def test_firewall_unit_is_hardened(rendered):
     match = re.search(r"Overall exposure level for keycloak-firewall\.service: (\d+\.\d+)", sec.stdout + sec.stderr)
     assert match, sec.stdout[-2000:] + sec.stderr[-2000:]
     assert float(match.group(1)) <= 4.0, sec.stdout
+
+
+def test_admin_access_is_asked_of_keycloak_and_recovered_its_way():
+    """No file on the host decides whether the permanent administrator exists: its login is tried,
+    and when it fails (first run, rotated password, restored database) Keycloak's bootstrap-admin
+    unit adds a temporary administrator, which resets the permanent one and is deleted by it."""
+    every = [t for f in sorted((ROLE / "tasks").glob("*.yml")) for _, t in leaf_tasks(role_tasks(f.name), f.name)]
+    stats = [t["ansible.builtin.stat"]["path"] for t in every if "ansible.builtin.stat" in t]
+    assert stats == ["{{ keycloak_archive_local }}"], f"a file on the host decides something: {stats}"
+    admin = role_tasks("admin.yml")
+    probe, recovery, cleanup = admin
+    assert probe["ansible.builtin.uri"]["body"]["username"] == "{{ keycloak_admin_username }}"
+    assert recovery["when"] == "__keycloak_admin_login.status != 200" and recovery["run_once"] is True
+    steps = [t["name"] for _, t in leaf_tasks(recovery["block"], "admin.yml")]
+    unit = next(t for _, t in leaf_tasks(recovery["block"], "") if "systemd_service" in str(t))
+    assert unit["ansible.builtin.systemd_service"]["name"] == "keycloak-bootstrap-admin.service"
+    reset = next(t for _, t in leaf_tasks(recovery["block"], "") if t["name"].startswith("Permanent administrator"))
+    assert reset["community.general.keycloak_user"]["force"] is True, "an existing user's password is not reset"
+    removal = next(t for _, t in leaf_tasks(recovery["block"], "") if t["name"] == "The temporary administrator is gone")
+    assert removal["community.general.keycloak_user"]["auth_username"] == "{{ keycloak_admin_username }}"
+    assert steps.index(reset["name"]) < steps.index(removal["name"])
+    assert cleanup["ansible.builtin.file"] == {"path": "{{ keycloak_conf_dir }}/bootstrap.env", "state": "absent"}
+    assert "when" not in cleanup
