@@ -45,6 +45,11 @@ def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/c
     return browser
 
 
+# The login form's submit button: the test provider's (molecule/shared/oidc_test_provider) or
+# Keycloak's (its login theme's `kc-login`). Both name their fields `username` and `password`.
+SUBMIT = "#sign-in, #kc-login"
+
+
 def _submit_form(page, user: dict) -> None:
     page.fill("#username", user["username"])
     page.fill("#password", user["password"])
@@ -56,7 +61,7 @@ def sign_in(page, start_url: str, user: dict) -> None:
     page.wait_for_selector("#username", timeout=30000)
     _submit_form(page, user)
     with page.expect_navigation():
-        page.click("#sign-in")
+        page.click(SUBMIT)
     page.wait_for_load_state()
 
 
@@ -79,7 +84,7 @@ def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:
         form.goto(page.url)
         _submit_form(form, user)
         with form.expect_request(lambda r: r.url.startswith(callback), timeout=30000) as request:
-            form.click("#sign-in", no_wait_after=True)
+            form.click(SUBMIT, no_wait_after=True)
         return request.value.url
     except PlaywrightTimeoutError as e:
         raise AssertionError(f"the provider never redirected {user['username']} to {callback}") from e

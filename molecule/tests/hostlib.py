@@ -9,9 +9,12 @@ reach the same nginx virtual hosts a person's browser would.
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,13 +23,50 @@ from pathlib import Path
 import requests
 import websocket
 
+ROOT = Path(__file__).resolve().parents[2]
 _NAMES: dict[str, str] = {}
 _real_getaddrinfo = socket.getaddrinfo
 
 
 # The platform's naming rules (valid usernames, secret names), as the roles use them. Loaded by
 # path: the module's name, platform, is also the standard library's.
-RULES = runpy.run_path(str(Path(__file__).resolve().parents[2] / "filter_plugins/platform.py"))
+RULES = runpy.run_path(str(ROOT / "filter_plugins/platform.py"))
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str  # stdout and stderr (failures go to stderr: display_failed_stderr)
+
+    def recap(self, key: str) -> int:
+        """The sum of a PLAY RECAP counter (changed, failed) over the hosts."""
+        recap = self.output[self.output.rfind("PLAY RECAP") :]
+        return sum(int(n) for n in re.findall(rf"\b{key}=(\d+)", recap))
+
+
+def playbook_runner(inventory_path: Path, playbook: Path, *args: str):
+    """run(**extra_vars) -> Run: the playbook against the scenario's hosts, as a separate
+    ansible-playbook run (molecule's idempotence step covers only the whole converge). Under
+    `molecule verify` the environment carries molecule's settings; by hand the ones the
+    scenarios need are filled in."""
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    for name, path in (("ROLES_PATH", "roles"), ("LOOKUP_PLUGINS", "lookup_plugins"),
+                       ("FILTER_PLUGINS", "filter_plugins"), ("STRATEGY_PLUGINS", "strategy_plugins")):  # fmt: skip
+        env.setdefault(f"ANSIBLE_{name}", str(ROOT / path))
+    inventory_dir = inventory_path if inventory_path.is_dir() else inventory_path.parent
+    cfg = inventory_dir.parent / "ansible.cfg"  # molecule's, beside the inventory directory
+    if cfg.is_file():
+        env.setdefault("ANSIBLE_CONFIG", str(cfg))
+    binary = str(Path(sys.executable).parent / "ansible-playbook")
+
+    def run(**extra_vars) -> Run:
+        cmd = [binary, "-i", str(inventory_path), *args, str(playbook)]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        return Run(out.returncode, out.stdout + out.stderr)
+
+    return run
 
 
 def _getaddrinfo(host, *args, **kwargs):

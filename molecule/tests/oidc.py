@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 import requests
+from browser import SUBMIT
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from exec_api.client import ExecApiClient, ExecApiError
@@ -147,7 +148,7 @@ def submit_form(page, username: str, password: str) -> None:
     page.fill("#username", username)
     page.fill("#password", password)
     with page.expect_navigation():
-        page.click("#sign-in")
+        page.click(SUBMIT)
     page.wait_for_load_state()
 
 
@@ -213,10 +214,13 @@ def outsider(platform_vars, users) -> dict:
 
 
 @pytest.fixture(scope="session")
-def provider(platform_vars, ca, names) -> Provider:
+def provider(platform_vars, ca, names, domain) -> Provider:
+    """The site's provider: the external one it names (platform_oidc_issuer), or Keycloak's realm
+    at https://auth.<domain>/realms/<platform_keycloak_realm> (identity_provider keycloak, the default)."""
+    if platform_vars.get("identity_provider", "keycloak") == "keycloak":
+        return Provider(f"https://auth.{domain}/realms/{platform_vars.get('platform_keycloak_realm', 'platform')}", ca)
     issuer = platform_vars.get("platform_oidc_issuer", "").rstrip("/")
-    if not issuer:
-        pytest.skip("identity_provider is not external here (no platform_oidc_issuer)")
+    assert issuer, "identity_provider is external, yet platform_oidc_issuer is not set"
     return Provider(issuer, ca)
 
 

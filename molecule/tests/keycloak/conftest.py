@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-import pytest
-from hostlib import resolve
+# The hub's and Superset's helpers (a person's login to each), shared with their own areas.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / area) for area in ("jupyterhub", "superset")]
+
+import pytest  # noqa: E402
+from hostlib import playbook_runner, resolve  # noqa: E402
+from oidc import *  # noqa: E402, F403 - the provider's fixtures (oidc.__all__): provider, provider_tokens, ...
 
 NO_ARCHIVE = (
     "Keycloak's server archive cannot be downloaded here, so Keycloak never ran: set "
@@ -89,16 +94,17 @@ def auth_url(inventory, hostvars, group_hosts, kc_inputs) -> str:
 
 @pytest.fixture(scope="session")
 def admin_login(kc, secrets_dir):
-    """admin_login(user, secret_name, *paths) -> {"login": status, path: JSON answer, ...}."""
-    copied: list[str] = []
+    """admin_login(user, secret, *paths) -> {"login": status, path: JSON answer, ...}: secret is a
+    name in the secrets directory or a file holding the password (copied to the host, root-only,
+    for the probe; removed at the end)."""
+    copied: set[str] = set()
 
-    def login(user: str, secret_name: str, *paths: str) -> dict:
-        secret = Path(secrets_dir) / secret_name
-        assert secret.is_file(), f"no {secret_name} in {secrets_dir}"
-        dest = f"/root/.platform-tests-{secret_name}"
-        if dest not in copied:
-            kc.ansible("copy", f"src={secret} dest={dest} owner=root group=root mode=0600", check=False)
-            copied.append(dest)
+    def login(user: str, secret: str | Path, *paths: str) -> dict:
+        source = Path(secrets_dir) / secret if isinstance(secret, str) else secret
+        assert source.is_file(), f"no password file {source}"
+        dest = f"/root/.platform-tests-{source.name}"
+        kc.ansible("copy", f"src={source} dest={dest} owner=root group=root mode=0600", check=False)
+        copied.add(dest)
         args = [ADMIN_PROBE, "http://127.0.0.1:8080", user, dest, *paths]
         out = kc.run("python3 -c" + " %s" * len(args), *args)
         assert out.rc == 0, f"the Admin API probe as {user}: rc {out.rc} {out.stderr[-800:]}"
@@ -113,8 +119,14 @@ def admin_login(kc, secrets_dir):
 def admin_api(admin_login, kc_inputs, realm) -> dict:
     """What the permanent administrator reads: the realm, its clients, scopes, groups, a user."""
     paths = [realm, f"{realm}/clients", f"{realm}/client-scopes", f"{realm}/groups",
-             f"{realm}/users?username=alice-a&exact=true",
+             f"{realm}/users?username=alice&exact=true",
              "master/users?username=bootstrap-admin&exact=true"]  # fmt: skip
     got = admin_login(kc_inputs["keycloak_admin_username"], "keycloak_admin_password", *paths)
     assert got["login"] == 200, f"the permanent administrator could not log in: HTTP {got['login']}"
     return got
+
+
+@pytest.fixture(scope="session")
+def converge_keycloak(inventory_path):
+    """converge_keycloak(**extra_vars) runs playbooks/keycloak.yml on the scenario's hosts."""
+    return playbook_runner(inventory_path, Path(__file__).resolve().parents[3] / "playbooks/keycloak.yml")

@@ -131,5 +131,20 @@ def test_the_realm_has_the_platforms_groups(admin_api, realm, kc_inputs):
 
 
 def test_the_inventorys_user_exists_in_the_realm(admin_api, realm):
-    found = admin_api[f"{realm}/users?username=alice-a&exact=true"]
-    assert len(found) == 1, f"users named alice-a in {realm}: {len(found)}"
+    found = admin_api[f"{realm}/users?username=alice&exact=true"]
+    assert len(found) == 1, f"users named alice in {realm}: {len(found)}"
+    profile = {k: found[0].get(k) for k in ("email", "firstName", "lastName", "emailVerified")}
+    assert profile == {"email": "alice@platform.test", "firstName": "Alice", "lastName": "A", "emailVerified": True}
+
+
+# Keycloak 26's realm default client scopes: a client without them gets invalid_scope for
+# `openid profile email` (the review's first finding), whatever the role's own data says.
+DEFAULT_SCOPES = {"basic", "acr", "web-origins", "profile", "email", "roles"}
+
+
+def test_every_client_has_the_default_scopes_keycloak_kept(admin_api, realm):
+    ours = [c for c in admin_api[f"{realm}/clients"] if c["clientId"] in ("jupyterhub", "superset", "exec-api")]
+    assert len(ours) == 3, [c["clientId"] for c in ours]
+    lacking = {c["clientId"]: sorted(DEFAULT_SCOPES - set(c.get("defaultClientScopes", []))) for c in ours}
+    assert not any(lacking.values()), f"default scopes missing: {lacking}"
+    assert all({"groups", "offline_access"} <= set(c.get("optionalClientScopes", [])) for c in ours)

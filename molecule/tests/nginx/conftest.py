@@ -4,20 +4,13 @@ converge with extra variables."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hostlib import resolve
+from hostlib import playbook_runner, resolve
 from nginx_sites import CA_ON_HOST, DOMAIN
 
 ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
 CONVERGE = ROOT / "molecule/nginx/converge.yml"
 
 
@@ -48,38 +41,8 @@ def ca_on_host(web, ca) -> str:
     return CA_ON_HOST
 
 
-@dataclass
-class Run:
-    rc: int
-    output: str  # stdout and stderr (failures go to stderr: display_failed_stderr)
-
-    def recap(self, key: str) -> int:
-        """The sum of a PLAY RECAP counter (changed, failed) over the hosts."""
-        recap = self.output[self.output.rfind("PLAY RECAP") :]
-        return sum(int(n) for n in re.findall(rf"\b{key}=(\d+)", recap))
-
-
 @pytest.fixture(scope="session")
 def converge(inventory_path):
     """converge(**extra_vars) runs molecule/nginx/converge.yml's nginx role against the scenario's
-    hosts, as separate ansible-playbook runs (molecule's idempotence step covers the whole
-    converge). Under `molecule verify` the environment carries molecule's settings; by hand the
-    ones the scenario needs are filled in."""
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    env.setdefault("ANSIBLE_ROLES_PATH", str(ROOT / "roles"))
-    env.setdefault("ANSIBLE_LOOKUP_PLUGINS", str(ROOT / "lookup_plugins"))
-    if (ROOT / "filter_plugins").is_dir():
-        env.setdefault("ANSIBLE_FILTER_PLUGINS", str(ROOT / "filter_plugins"))
-    inventory_dir = inventory_path if inventory_path.is_dir() else inventory_path.parent
-    cfg = inventory_dir.parent / "ansible.cfg"  # molecule's, beside the inventory directory
-    if cfg.is_file():
-        env.setdefault("ANSIBLE_CONFIG", str(cfg))
-
-    def run(**extra_vars) -> Run:
-        cmd = [str(BIN / "ansible-playbook"), "-i", str(inventory_path), "--tags", "nginx", str(CONVERGE)]
-        if extra_vars:
-            cmd += ["-e", json.dumps(extra_vars)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        return Run(out.returncode, out.stdout + out.stderr)
-
-    return run
+    hosts (hostlib.playbook_runner)."""
+    return playbook_runner(inventory_path, CONVERGE, "--tags", "nginx")
