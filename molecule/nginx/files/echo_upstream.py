@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Test upstream: answers every request with JSON naming the port it listens on and the headers it got."""
+"""Test upstream: answers every request with JSON naming the port it listens on and the headers it got.
+
+Arguments: ports of plain HTTP listeners, or port:certificate:key for TLS ones (all on 127.0.0.1)."""
 
 import json
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +37,17 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
 
-servers = [ThreadingHTTPServer(("127.0.0.1", int(port)), Echo) for port in sys.argv[1:]]
+def server(arg: str) -> ThreadingHTTPServer:
+    port, *tls = arg.split(":")
+    srv = ThreadingHTTPServer(("127.0.0.1", int(port)), Echo)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    return srv
+
+
+servers = [server(arg) for arg in sys.argv[1:]]
 for server in servers[1:]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
 servers[0].serve_forever()

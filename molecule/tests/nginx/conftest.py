@@ -28,7 +28,8 @@ def address(inventory, hostvars) -> str:
 @pytest.fixture(scope="session")
 def site_names(address) -> dict[str, str]:
     """Every name the tests ask for (the sites, a third one, an unknown one) -> the host."""
-    mapping = {f"{label}.{DOMAIN}": address for label in ("api", "hub", "auth", "extra", "unknown")}
+    labels = ("api", "hub", "auth", "internal", "rogue", "misnamed", "extra", "unknown")
+    mapping = {f"{label}.{DOMAIN}": address for label in labels}
     resolve(mapping)
     return mapping
 

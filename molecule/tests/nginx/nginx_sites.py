@@ -22,7 +22,7 @@ class Site:
 # The sites of converge.yml with their upstreams (molecule/nginx/files/echo_upstream.py answers
 # with the port it listens on); the auth site is tested by its paths.
 SITES = [Site(f"api.{DOMAIN}", 8000, False), Site(f"hub.{DOMAIN}", 8001, True)]
-CERT_NAMES = sorted(f"{label}.{DOMAIN}" for label in ("api", "auth", "hub"))
+CERT_NAMES = sorted(f"{label}.{DOMAIN}" for label in ("api", "auth", "hub", "internal", "rogue", "misnamed"))
 
 
 def certificate(web) -> x509.Certificate:

@@ -1,7 +1,8 @@
 """The nginx role alone (scenario `nginx`): two sites in front of an upstream that echoes the
-headers it gets, and Keycloak's site as the wiring publishes it (an allow-list, admin paths only
-from the admin network, here the host itself). Asked from the controller by the host's address
-with the install's CA, and from inside the host by the site names (which resolve to itself)."""
+headers it gets, Keycloak's site as the wiring publishes it (an allow-list, admin paths only
+from the admin network, here the host itself), and upstreams reached over TLS. Asked from the
+controller by the host's address with the install's CA, and from inside the host by the site
+names (which resolve to itself)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,23 @@ def test_auth_site_from_its_admin_network(path, status, web, ca_on_host):
     got = curl_status(web, f"https://auth.platform.test{path}", "--cacert", ca_on_host,
                       "--resolve", "auth.platform.test:443:127.0.0.1")  # fmt: skip
     assert got == str(status), f"{path} from the host itself: HTTP {got}, expected {status}"
+
+
+# An upstream on another host (as the wiring reaches Keycloak there): over TLS, its certificate
+# verified against the install's CA for the site's upstream_tls_name. One with a self-signed
+# certificate for that name, and the right certificate asked for another name, get no request.
+def test_an_upstream_over_tls_is_reached_with_its_certificate_verified(site_names, ca):
+    r = fetch("https://internal.platform.test/over-tls", ca)
+    assert r.status_code == 200, f"https://internal.platform.test/over-tls: HTTP {r.status_code} {r.text[:300]}"
+    assert {k: r.json()[k] for k in ("port", "path")} == {"port": 8443, "path": "/over-tls"}, r.json()
+
+
+@pytest.mark.parametrize("name", ["rogue.platform.test", "misnamed.platform.test"])
+def test_an_upstream_whose_certificate_does_not_verify_gets_no_request(name, site_names, ca, web):
+    r = fetch(f"https://{name}/must-not-arrive", ca)
+    assert r.status_code == 502, f"https://{name}/must-not-arrive: HTTP {r.status_code} {r.text[:300]}"
+    log = web.run("tail -n 50 /var/log/nginx/error.log").stdout
+    assert "upstream SSL certificate" in log, f"nginx's error log does not say why:\n{log[-1500:]}"
 
 
 # ------------------------------------------------------------------------- from inside the host
