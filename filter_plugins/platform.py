@@ -190,16 +190,21 @@ def web_services(specs: list, provider: str) -> list:
 
 def nginx_sites(services: list, domain: str, groups: Mapping, host: str, hostvars: Mapping) -> list:
     """One nginx site per web service present in the inventory, on <label>.<domain>, proxying to
-    each of the service's hosts (loopback for one on nginx's own host)."""
+    each of the service's hosts (loopback for one on nginx's own host). A service with `tls_port`
+    serves TLS there when it runs on another host than nginx (a certificate from the install's CA
+    for <label>.<domain>): nginx reaches it on that port and verifies the name."""
     out = []
     for svc in services:
         hosts = _present(groups, svc["group"])
         if not hosts:
             continue
+        server_name = f"{svc['label']}.{domain}"
+        tls = "tls_port" in svc and any(h != host for h in hosts)
+        port = svc["tls_port"] if tls else svc["port"]
         needed_for = f"nginx proxies {svc['label']} to it"
-        upstreams = [(LOOPBACK if h == host else _address(hostvars, h, needed_for)) + f":{svc['port']}" for h in hosts]
-        site = {"name": svc["label"], "server_name": f"{svc['label']}.{domain}", "upstreams": upstreams,
-                "websocket": svc["websocket"]}  # fmt: skip
+        upstreams = [(LOOPBACK if h == host else _address(hostvars, h, needed_for)) + f":{port}" for h in hosts]
+        site = {"name": svc["label"], "server_name": server_name, "upstreams": upstreams,
+                "websocket": svc["websocket"], **({"upstream_tls_name": server_name} if tls else {})}  # fmt: skip
         out.append({**site, **dict(svc.get("site") or {})})
     return out
 

@@ -743,16 +743,46 @@ def test_only_nginx_and_root_reach_keycloak_on_its_host(rendered):
     assert "Before=network-pre.target keycloak.service" in unit and "ExecStart=/usr/sbin/nft -f " in unit
 
 
-def test_keycloak_on_its_own_host_takes_http_from_nginx_only(local_inventory, tmp_path):
-    extra = {"keycloak_http_host": "10.0.0.2", "keycloak_proxy_trusted_addresses": ["10.0.0.1"]}
+def test_keycloak_on_its_own_host_serves_https_to_nginx_only(local_inventory, tmp_path):
+    """nginx on another host: Keycloak has no plain HTTP listener, serves HTTPS with the install's
+    certificate files, and only nginx's host reaches that port."""
+    extra = {"keycloak_http_host": "10.0.0.2", "keycloak_proxy_trusted_addresses": ["10.0.0.1"],
+             "keycloak_tls_ca_dir": str(tmp_path / "ca")}  # fmt: skip
     render_role(local_inventory, tmp_path / "out", "-e", "platform_domain=example.org", "-e", facts("12", 4096),
                 "-e", json.dumps(extra))  # fmt: skip
+    conf = conf_items((tmp_path / "out/keycloak.conf").read_text())
+    tls = {k: conf.get(k) for k in ("http-enabled", "http-port", "https-port", "https-certificate-file",
+                                     "https-certificate-key-file", "http-host")}  # fmt: skip
+    assert tls == {
+        "http-enabled": "false",
+        "http-port": None,
+        "https-port": "8443",
+        "https-certificate-file": "/etc/keycloak/tls/keycloak.crt",
+        "https-certificate-key-file": "/etc/keycloak/tls/keycloak.key",
+        "http-host": "10.0.0.2",
+    }, tls
     rules = (tmp_path / "out/keycloak-firewall.nft").read_text()
-    assert nft_verdict(rules, 0, "10.0.0.1", "10.0.0.2", 8080) == "accept"  # nginx's host
-    assert nft_verdict(rules, 0, "10.0.0.9", "10.0.0.2", 8080) == "reset"  # any other host
+    assert nft_verdict(rules, 0, "10.0.0.1", "10.0.0.2", 8443) == "accept"  # nginx's host
+    assert nft_verdict(rules, 0, "10.0.0.9", "10.0.0.2", 8443) == "reset"  # any other host
     assert nft_verdict(rules, 0, "10.0.0.1", "10.0.0.2", 9000) == "reset"  # management: this host only
-    assert nft_verdict(rules, ALICE, "10.0.0.2", "10.0.0.2", 8080) == "reset"  # alice on Keycloak's host
+    assert nft_verdict(rules, ALICE, "10.0.0.2", "10.0.0.2", 8443) == "reset"  # alice on Keycloak's host
     assert nft_verdict(rules, 0, "10.0.0.2", "10.0.0.2", 9000) == "accept"  # the role's health wait
+
+
+def test_keycloak_beside_nginx_serves_plain_http_on_loopback(rendered):
+    out, _ = rendered
+    conf = conf_items((out / "keycloak.conf").read_text())
+    seen = {k: conf.get(k) for k in ("http-enabled", "http-host", "http-port", "https-port")}
+    assert seen == {"http-enabled": "true", "http-host": "127.0.0.1", "http-port": "8080", "https-port": None}, seen
+    assert not [k for k in conf if k.startswith("https-certificate")]
+
+
+def test_keycloak_on_another_host_without_the_ca_is_refused(local_inventory):
+    play = assert_play(local_inventory)
+    bad = run([PLAYBOOK, "-i", str(local_inventory), str(play), "-e",
+               json.dumps({"keycloak_http_host": "10.0.0.2", "keycloak_tls_ca_dir": ""})], env=ROLES_ENV)  # fmt: skip
+    assert bad.returncode != 0
+    assert "keycloak_tls_ca_dir" in bad.stdout and "not loopback" in bad.stdout, bad.stdout[-3000:]
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")

@@ -32,6 +32,11 @@ def apply_asserts(tmp_path, **role_vars):
     return run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(pb), "--tags", "nginx_assert"])
 
 
+# The shape the provided-mode check looks for (never a real key).
+PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+
+
 def test_valid_input_passes(tmp_path):
     out = apply_asserts(tmp_path, nginx_sites=[API, HUB, AUTH], **CA)
     assert out.returncode == 0, out.stdout[-2000:]
@@ -54,6 +59,16 @@ def test_valid_input_passes(tmp_path):
         ({"nginx_sites": [API], "nginx_tls_ca_dir": "relative/ca", "nginx_tls_ca_export": "/tmp/x"}, "absolute"),
         ({"nginx_sites": [API], "nginx_tls_mode": "provided"}, "nginx_tls_certificate_key"),
         ({"nginx_sites": [API], "nginx_tls_mode": "letsencrypt", **CA}, "nginx_tls_mode"),
+        ({"nginx_sites": [{**API, "upstream_tls_name": "Not A Name"}], **CA}, "upstream_tls_name"),
+        (
+            {
+                "nginx_sites": [{**API, "upstream_tls_name": "auth.example.org"}],
+                "nginx_tls_mode": "provided",
+                "nginx_tls_certificate": PEM_CERT,
+                "nginx_tls_certificate_key": PEM_KEY,
+            },
+            "reach their upstreams over TLS",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, role_vars, expect):

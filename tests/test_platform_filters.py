@@ -237,8 +237,8 @@ def test_hba_entries_for_supersets_reader():
 # ------------------------------------------------------------------------------ web names
 WEB = [
     {"group": "exec_api", "label": "api", "port": 8000, "websocket": False},
-    {"group": "keycloak", "label": "auth", "port": 8080, "websocket": False, "site": {"proxy_buffer_size": "128k"},
-     "provider": "keycloak"},
+    {"group": "keycloak", "label": "auth", "port": 8080, "tls_port": 8443, "websocket": False,
+     "site": {"proxy_buffer_size": "128k"}, "provider": "keycloak"},
     {"group": "jupyterhub", "label": "hub", "port": 8010, "websocket": True},
 ]  # fmt: skip
 
@@ -256,9 +256,16 @@ def test_nginx_sites_proxy_each_present_service():
     assert sites == [
         {"name": "api", "server_name": "api.example.org", "upstreams": ["127.0.0.1:8000", "10.0.0.3:8000"],
          "websocket": False},
-        {"name": "auth", "server_name": "auth.example.org", "upstreams": ["10.0.0.1:8080"], "websocket": False,
-         "proxy_buffer_size": "128k"},
+        {"name": "auth", "server_name": "auth.example.org", "upstreams": ["10.0.0.1:8443"], "websocket": False,
+         "upstream_tls_name": "auth.example.org", "proxy_buffer_size": "128k"},
     ]  # fmt: skip
+
+
+def test_a_service_with_a_tls_port_is_plain_http_on_nginxs_own_host():
+    groups = {"keycloak": ["web1"], "nginx": ["web1"]}
+    sites = P.nginx_sites(P.web_services(WEB, "keycloak"), "example.org", groups, "web1", HOSTVARS)
+    assert sites == [{"name": "auth", "server_name": "auth.example.org", "upstreams": ["127.0.0.1:8080"],
+                      "websocket": False, "proxy_buffer_size": "128k"}]  # fmt: skip
 
 
 def test_web_url():
