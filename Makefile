@@ -6,7 +6,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_NOCOLOR := 1
 export NO_COLOR := 1
 
-.PHONY: tools demo demo-destroy bench lint test test-fast molecule clean
+.PHONY: tools deps-demo deps-test demo demo-destroy bench lint test test-fast molecule clean
 
 # Controller tools (ansible, molecule, linters, pytest), pinned in tools/requirements.txt.
 tools: $(VENV)/.installed
@@ -17,14 +17,21 @@ $(VENV)/.installed: tools/requirements.txt
 	touch $@
 
 # A throw-away test host running the whole stack; prints what runs there and how to reach it.
-demo: tools
+# Debian packages the two commands need on this machine, installed when missing (tools/deps.sh).
+deps-demo:
+	bash tools/deps.sh demo
+
+deps-test:
+	bash tools/deps.sh test
+
+demo: deps-demo tools
 	python3 tools/demo.py up
 
 demo-destroy:
 	python3 tools/demo.py down
 
 # Speed figures beside their anchors, measured in one run on a fresh demo host (tools/bench.py).
-bench: tools
+bench: deps-demo tools
 	python3 tools/bench.py
 
 lint: tools
@@ -35,7 +42,7 @@ lint: tools
 
 # Everything: lint, the repository and wiring tests, the exec API package, every molecule
 # scenario on booted test hosts. One pytest run reports it all (tests/).
-test: lint
+test: deps-test lint
 	pytest
 
 # Everything but the molecule scenarios.

@@ -131,4 +131,9 @@ def down() -> None:
 
 
 if __name__ == "__main__":
-    {"up": up, "down": down}.get(sys.argv[1] if len(sys.argv) > 1 else "", lambda: sys.exit(__doc__))()
+    try:
+        {"up": up, "down": down}.get(sys.argv[1] if len(sys.argv) > 1 else "", lambda: sys.exit(__doc__))()
+    except subprocess.CalledProcessError as e:
+        # The failing step (the test host tool, ansible-playbook) has said why above; no traceback.
+        step = next((Path(c).name for c in e.cmd if c.endswith((".py", "ansible-playbook"))), Path(e.cmd[0]).name)
+        sys.exit(f"demo: {step} failed (exit {e.returncode}); what it said is above")
