@@ -22,7 +22,8 @@ def fakes(tmp_path: Path, *, installed: bool, uid: int, update_rc: int = 0, inst
         "id": f"echo {uid}",
         "apt-get": f"""echo "apt-get $*" >> {log}
 case "$1" in
-  update) [ {update_rc} -eq 0 ] || {{ echo "E: Failed to fetch http://mirror/dists/bookworm/InRelease"; echo "W: Temporary failure resolving 'mirror'"; exit {update_rc}; }} ;;
+  update) [ {update_rc} -eq 0 ] || {{ echo "E: Failed to fetch http://mirror/dists/bookworm/InRelease"
+           echo "W: Temporary failure resolving 'mirror'"; exit {update_rc}; }} ;;
   *) [ {install_rc} -eq 0 ] || {{ echo "E: Unable to locate package chromium"; exit {install_rc}; }} ;;
 esac""",
         "npm": "true",
