@@ -817,3 +817,8 @@ def test_admin_access_is_asked_of_keycloak_and_recovered_its_way():
     assert steps.index(reset["name"]) < steps.index(removal["name"])
     assert cleanup["ansible.builtin.file"] == {"path": "{{ keycloak_conf_dir }}/bootstrap.env", "state": "absent"}
     assert "when" not in cleanup
+    # Keycloak's command stops the server: whatever it does, its credentials go and Keycloak runs again.
+    command = next(t for t in recovery["block"] if "always" in t)
+    kept = [next(iter(t[k] for k in t if k.startswith("ansible.builtin."))) for t in command["always"]]
+    assert kept == [{"path": "{{ keycloak_conf_dir }}/bootstrap.env", "state": "absent"},
+                    {"name": "keycloak.service", "state": "started"}], kept  # fmt: skip
