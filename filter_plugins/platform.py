@@ -209,6 +209,12 @@ def nginx_sites(services: list, domain: str, groups: Mapping, host: str, hostvar
     return out
 
 
+# ------------------------------------------------------------------------------ backups
+def backup_paths(host: str, groups: Mapping, by_group: Mapping) -> list:
+    """What `host` keeps: the paths of every group it is in ({group: [path]}), each once, in order."""
+    return _unique(p for group, paths in by_group.items() if host in _present(groups, group) for p in paths)
+
+
 # ------------------------------------------------------------------------------ identity
 PROVIDERS = ("keycloak", "external")
 KEYCLOAK_ENDPOINTS = {
@@ -341,6 +347,7 @@ class FilterModule:
             "platform_hba_entries": hba_entries,
             "platform_web_services": web_services,
             "platform_nginx_sites": nginx_sites,
+            "platform_backup_paths": backup_paths,
             "platform_oidc": oidc,
             "platform_oidc_registrations": oidc_registrations,
             "platform_oidc_client_secrets": oidc_client_secrets,

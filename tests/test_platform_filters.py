@@ -376,3 +376,12 @@ def test_every_filter_the_wiring_calls_exists():
     for f in [*sorted((ROOT / "group_vars/all").glob("*.yml")), *(ROOT / p for p in RULE_USERS)]:
         used |= set(re.findall(r"\|\s*(platform_\w+)", Path(f).read_text()))
     assert used and used <= set(filters), used - set(filters)
+
+
+def test_backup_paths_follow_the_hosts_groups():
+    by_group = {"exec_api": ["/home", "/var/lib/exec-api"], "jupyterhub": ["/home", "/var/lib/jupyterhub"],
+                "superset": ["/var/lib/superset"]}  # fmt: skip
+    groups = {"exec_api": ["app1"], "jupyterhub": ["app1"], "superset": ["ss1"], "postgresql": ["db1"]}
+    assert P.backup_paths("app1", groups, by_group) == ["/home", "/var/lib/exec-api", "/var/lib/jupyterhub"]
+    assert P.backup_paths("ss1", groups, by_group) == ["/var/lib/superset"]
+    assert P.backup_paths("db1", groups, by_group) == []

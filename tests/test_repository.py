@@ -22,7 +22,9 @@ def test_top_level_layout():
 def test_site_imports_one_playbook_per_service_in_dependency_order():
     site = yaml.safe_load((ROOT / "site.yml").read_text())
     imported = [p["ansible.builtin.import_playbook"] for p in site]
-    assert sorted(imported) == sorted(f"playbooks/{s}.yml" for s in SERVICES)
+    # Then the backups of whatever the services keep, last.
+    assert imported[-1] == "playbooks/backup.yml"
+    assert sorted(imported[:-1]) == sorted(f"playbooks/{s}.yml" for s in SERVICES)
     # The database first; nginx (and the CA every host trusts) before the services behind it.
     assert imported[:2] == ["playbooks/postgresql.yml", "playbooks/nginx.yml"]
     for svc in SERVICES:
