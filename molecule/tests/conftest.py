@@ -91,6 +91,9 @@ def pytest_collection_modifyitems(config, items):
         rel = Path(item.path).resolve().relative_to(here)
         if len(rel.parts) > 1:
             item.add_marker(getattr(pytest.mark, rel.parts[0]))
+    # The backup area restores the host's databases and files under every other test: it runs last
+    # (on what the others left: their executions, logins and files are what it must bring back).
+    items.sort(key=lambda item: item.get_closest_marker("backup") is not None)
 
 
 @pytest.fixture(scope="session")
