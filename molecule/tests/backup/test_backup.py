@@ -70,7 +70,7 @@ def test_a_repository_that_is_gone_fails_the_unit_with_the_reason(bk, backed_up,
     """The repository's disk is away (moved); the run fails, says why, and the status still names
     the last good backup; once it is back, the next run succeeds."""
     assert repository.startswith("/"), "the scenario's repository is a local path"
-    since = bk.check_output("date '+%%Y-%%m-%%d %%H:%%M:%%S'")
+    since = bk.check_output("date %s", "+%Y-%m-%d %H:%M:%S")
     bk.run("mv %s %s.away", repository, repository)
     try:
         result = start(bk, "platform-backup.service")
