@@ -39,7 +39,7 @@ WEB = {
     "superset": "/health",
 }
 UNITS = ["postgresql@15-main", "keycloak", "test-oidc-provider", "exec-api", "jupyterhub", "superset", "nginx",
-         "exec-api-launcher.socket"]  # fmt: skip
+         "exec-api-launcher.socket", "platform-backup.timer"]  # fmt: skip
 KEYCLOAK_ARCHIVE = os.environ.get("KEYCLOAK_ARCHIVE", "")
 
 
@@ -75,7 +75,8 @@ def up() -> dict:
                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
                 "ansible_host_key_checking": False,
             }},
-            "vars": {"platform_domain": DOMAIN},
+            # Backups to a repository on the host itself (a real site names another disk or host).
+            "vars": {"platform_domain": DOMAIN, "platform_backup_repository": "/srv/platform-backup-repository"},
             "children": {g: {"hosts": {HOST: None}} for g in groups},
         }
     }  # fmt: skip
