@@ -27,7 +27,7 @@ def backed_up(bk, restic, repository) -> dict:
     return latest
 
 
-def test_the_timers_are_enabled_and_scheduled(bk):
+def test_the_timers_are_enabled_and_scheduled(bk, repository):
     for timer in ("platform-backup.timer", "platform-backup-check.timer"):
         shown = bk.check_output("systemctl show -p UnitFileState,ActiveState %s", timer)
         props = dict(ln.split("=", 1) for ln in shown.splitlines())
