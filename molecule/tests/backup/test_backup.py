@@ -45,7 +45,7 @@ def test_each_database_dump_is_a_restorable_archive(bk, backed_up, restic):
     names = sorted(json.loads(ln)["name"] for ln in listing.splitlines() if '"struct_type":"node"' in ln)
     assert {"globals.sql", "exec_api.dump", "jupyterhub.dump", "superset.dump"} <= set(names), names
     out = bk.run("platform-backup restic dump %s %s | pg_restore --list", backed_up["id"], f"{STAGING}/exec_api.dump")
-    assert out.rc == 0 and "TABLE public executions" in out.stdout, f"pg_restore --list: {out.stderr[-500:]}"
+    assert out.rc == 0 and "TABLE public notebook_executions" in out.stdout, f"pg_restore --list: {out.stderr[-500:]}"
 
 
 def test_a_users_file_is_kept_and_her_cache_is_not(restic, backed_up):
