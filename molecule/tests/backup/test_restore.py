@@ -12,6 +12,7 @@ from hostlib import ROOT, fetch, playbook_runner
 
 RESTORE = "playbooks/restore.yml"
 MARK_FILE = "/home/alice/notebooks/restore-mark.txt"
+ESCAPE = "/etc/restore-escape"
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,10 @@ def day(bk, restic, inventory_path) -> dict:
     snapshot = snapshots(restic, bk.backend.get_hostname())[-1]
 
     bk.run("rm -f %s", MARK_FILE)
+    # alice, hostile, leaves her notebooks as a link to a place only root may write: a restore that
+    # followed it would create it as root.
+    planted = bk.run("runuser -u alice -- sh -c %s", f"mv ~/notebooks ~/notebooks-gone && ln -s {ESCAPE} ~/notebooks")
+    assert planted.rc == 0, planted.stderr
     sql(bk, "exec_api", "DELETE FROM notebook_executions")
     sql(bk, "superset", "TRUNCATE dashboards CASCADE")
     assert start(bk, "platform-backup.service") == "success"  # the damaged state is now the newest
@@ -60,3 +65,13 @@ def test_alices_file_is_back_and_hers(bk, day):
 def test_the_services_answer_after_the_restore(day, label, path, domain, names, ca):
     r = fetch(f"https://{label}.{domain}{path}", ca)
     assert r.status_code == 200, f"{label}{path} after the restore: HTTP {r.status_code}"
+
+
+def test_a_link_alice_left_is_not_followed_and_what_was_there_is_kept_aside(bk, day):
+    assert not bk.file(ESCAPE).exists, f"the restore followed alice's link and made {ESCAPE}"
+    notebooks = bk.file("/home/alice/notebooks")
+    assert notebooks.is_directory and not notebooks.is_symlink, "alice's notebooks is not the snapshot's directory"
+    aside = bk.check_output("ls -d /var/backups/platform-backup/before-restore-* | tail -n 1")
+    kept = bk.file(f"{aside}/home/alice/notebooks")
+    assert kept.is_symlink and kept.linked_to == ESCAPE, "the home that was there is not kept aside"
+    assert (bk.file(aside).user, bk.file(aside).mode) == ("root", 0o700)
