@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import BIN, HOST_TESTS, ROOT, run
 
 LOGS = ROOT / ".molecule-logs"
@@ -63,6 +64,15 @@ def molecule(step: str, scenario: str, log: Path) -> tuple[int, str]:
     return out.returncode, text
 
 
+def steps(scenario: str) -> tuple[str, ...]:
+    """STEPS, or the scenario's own scenario.test_sequence (its last destroy is the `finally`)."""
+    conf = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text()) or {}
+    sequence = conf.get("scenario", {}).get("test_sequence")
+    if not sequence:
+        return STEPS
+    return tuple(sequence[:-1] if sequence[-1] == "destroy" else sequence)
+
+
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario, request):
@@ -76,7 +86,7 @@ def test_scenario(scenario, request):
     log.write_text("")
     junit.unlink(missing_ok=True)
     try:
-        for step in STEPS:
+        for step in steps(scenario):
             rc, text = molecule(step, scenario, log)
             if step == "verify" and junit.exists():
                 tests = request.config.stash.setdefault(HOST_TESTS, {})[scenario] = HostTests.read(junit)
@@ -105,3 +115,8 @@ def test_host_tests_are_read_from_junit(tmp_path):
     assert tests.outcomes["failed"] == ["test_sso::test_forged_state_refused"]
     assert "got 200" in tests.details["test_sso::test_forged_state_refused"]
     assert tests.details["test_kc::test_realm"] == "no Keycloak archive"
+
+
+def test_a_scenario_may_name_its_own_steps():
+    assert steps("default") == STEPS
+    assert steps("upgrade") == ("destroy", "syntax", "create", "converge", "verify")

@@ -44,15 +44,19 @@ class Run:
         return sum(int(n) for n in re.findall(rf"\b{key}=(\d+)", recap))
 
 
-def playbook_runner(inventory_path: Path, playbook: Path, *args: str):
+def playbook_runner(inventory_path: Path, playbook: Path, *args: str, root: Path = ROOT):
     """run(**extra_vars) -> Run: the playbook against the scenario's hosts, as a separate
     ansible-playbook run (molecule's idempotence step covers only the whole converge). Under
     `molecule verify` the environment carries molecule's settings; by hand the ones the
-    scenarios need are filled in."""
+    scenarios need are filled in. `root`: another checkout of the repository (an earlier
+    release), whose roles and plugins the run uses."""
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     for name, path in (("ROLES_PATH", "roles"), ("LOOKUP_PLUGINS", "lookup_plugins"),
                        ("FILTER_PLUGINS", "filter_plugins"), ("STRATEGY_PLUGINS", "strategy_plugins")):  # fmt: skip
-        env.setdefault(f"ANSIBLE_{name}", str(ROOT / path))
+        if root == ROOT:
+            env.setdefault(f"ANSIBLE_{name}", str(ROOT / path))
+        else:
+            env[f"ANSIBLE_{name}"] = str(root / path)
     inventory_dir = inventory_path if inventory_path.is_dir() else inventory_path.parent
     cfg = inventory_dir.parent / "ansible.cfg"  # molecule's, beside the inventory directory
     if cfg.is_file():
