@@ -1,8 +1,8 @@
 """A restore (playbooks/restore.yml) onto the same host, after the damage a bad day does: alice's
 file deleted, the execution history and Superset's dashboards wiped. The snapshot taken before
 comes back with every row count and alice's file (hers), the services answer again, and a
-restore that would overwrite newer data is refused unless forced. (The issue's full test, a new
-host booted and converged before the restore, is not built yet.)"""
+restore that would overwrite newer data is refused unless forced. A restore onto a new host is
+the upgrade scenario's (molecule/tests/upgrade/test_upgrade_then_restore.py)."""
 
 from __future__ import annotations
 

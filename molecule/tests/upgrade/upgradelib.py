@@ -1,0 +1,142 @@
+"""What the upgrade tests make and compare: users' work as they do it (files in a home, a template
+notebook with typed parameters and its runs, a running server, a dashboard), and the platform's
+state by which "nothing was lost" is judged: row counts and checksums of every table, checksums
+of every file in the homes, the execution history as the API returns it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import ssl
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from backuplib import sql
+from exec_api.client import ExecApiClient
+from hostlib import Hub
+from supersetlib import SupersetSession
+
+DATABASES = ("exec_api", "jupyterhub", "superset")
+REPORT = "upgrade-report"  # alice's template notebook (~/notebooks/upgrade-report.ipynb)
+RUNS = [{"month": 1, "region": "north"}, {"month": 2, "region": "south"}, {"month": 3, "region": "east"}]
+DASHBOARD = "Kept across upgrades"
+# Files in the homes that change without anyone's work in them: the backup leaves out .cache and
+# the servers' runtime files (roles/backup); a kernel's IPython history is written by every kernel.
+VOLATILE_FILES = ("/.cache/", "/.local/share/jupyter/runtime/", "/.ipython/profile_default/history.sqlite")
+
+
+def notebook_json() -> dict:
+    cell = lambda i, src, tags: {"cell_type": "code", "execution_count": None, "id": f"c{i}",  # noqa: E731
+                                 "metadata": {"tags": tags}, "outputs": [], "source": src}  # fmt: skip
+    return {"cells": [cell(0, "month = 1\nregion = 'north'", ["parameters"]),
+                      cell(1, "print(f'report for {region}, month {month}:', month * 100)", [])],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+
+
+def api_client(api_url: str, ca: str, token: str) -> ExecApiClient:
+    http = httpx.Client(base_url=api_url, verify=ssl.create_default_context(cafile=ca), trust_env=False, timeout=300)
+    return ExecApiClient(token=token, http=http)
+
+
+@dataclass
+class Work:
+    notebook_id: int
+    dashboard_id: int
+    file_digest: str  # sha256 of alice's data file, as she wrote it
+    before: dict = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, bk, hub: Hub, token: str, api_url: str, ca: str, browser, domain: str, admin: dict) -> Work:
+        user = hub.user
+        data = os.urandom(256 * 1024)
+        files = {f"/home/{user}/notebooks/{REPORT}.ipynb": json.dumps(notebook_json()).encode(),
+                 f"/home/{user}/results/measurements.bin": data,
+                 f"/home/{user}/results/notes.md": b"# what I found\nsee measurements.bin\n"}  # fmt: skip
+        for path, content in files.items():
+            b64 = base64.b64encode(content).decode()
+            made = bk.run("runuser -u %s -- sh -c %s", user,
+                          f"mkdir -p $(dirname {path}) && echo {b64} | base64 -d > {path}")  # fmt: skip
+            assert made.rc == 0, made.stderr
+        with api_client(api_url, ca, token) as api:
+            nb = api.register_notebook(f"{REPORT}.ipynb", name=REPORT, detect_parameters=False)
+            api.declare_parameter(nb.id, "month", "int", required=True, rules={"min": 1, "max": 12})
+            api.declare_parameter(nb.id, "region", "str", default="north")
+            for params in RUNS:
+                ex = api.wait(api.run(notebook_id=nb.id, parameters=params).id, timeout=300, poll=0.5)
+                assert ex.status == "succeeded", f"run {params}: {ex.status} {ex.error_message}"
+        hub.start()
+        carol = SupersetSession(browser, f"https://superset.{domain}", ca, admin)
+        try:
+            made = carol.post("/api/v1/dashboard/", {"dashboard_title": DASHBOARD, "published": True})
+            assert made.status_code == 201, f"carol's dashboard: HTTP {made.status_code} {made.text[:300]}"
+            dashboard_id = made.json()["id"]
+        finally:
+            carol.close()
+        return cls(nb.id, dashboard_id, hashlib.sha256(data).hexdigest())
+
+
+def table_sums(bk) -> dict[str, str]:
+    """'db.table' -> 'rows:md5' for every table of every service database (the md5 of its rows as
+    text, in a fixed order)."""
+    out = {}
+    for db in DATABASES:
+        tables = sql(bk, db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
+        query = " UNION ALL ".join(
+            f"SELECT '{t}', count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') "
+            f"FROM public.{t} x" for t in tables)  # fmt: skip
+        for line in sql(bk, db, query).splitlines():
+            name, value = line.split("|", 1)
+            out[f"{db}.{name}"] = value
+    return out
+
+
+def file_sums(bk) -> dict[str, str]:
+    """path -> sha256 of every file in the homes, but those that change by themselves."""
+    listing = bk.check_output("cd / && find /home -type f -print0 | sort -z | xargs -0r sha256sum")
+    sums = {}
+    for line in listing.splitlines():
+        digest, path = line.split("  ", 1)
+        if not any(v in path for v in VOLATILE_FILES):
+            sums[path] = digest
+    return sums
+
+
+def history(api_url: str, ca: str, token: str, notebook_id: int) -> list[dict]:
+    """The notebook's runs as the API returns them, each with the sha256 of its output notebook."""
+    keep = ("id", "status", "parameters_used", "submitted_at", "completed_at", "output_path")
+    with api_client(api_url, ca, token) as api:
+        runs = [{k: v for k, v in r.model_dump(mode="json").items() if k in keep}
+                for r in api.history(notebook_id=notebook_id)]  # fmt: skip
+        for r in runs:
+            r["output_sha256"] = hashlib.sha256(api.output(r["id"])).hexdigest()
+    return sorted(runs, key=lambda r: r["id"])
+
+
+def state(bk, work: Work, api_url: str, ca: str, token: str) -> dict:
+    return {"tables": table_sums(bk), "files": file_sums(bk),
+            "history": history(api_url, ca, token, work.notebook_id)}  # fmt: skip
+
+
+def differences(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple]:
+    return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The tasks an ansible-playbook run reported changed (for a failed idempotence check)."""
+    found, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed:"):
+            found.append(f"{task} {line}")
+    return found
+
+
+def timed(fn, *args, **kw):
+    start = time.monotonic()
+    result = fn(*args, **kw)
+    return result, time.monotonic() - start
