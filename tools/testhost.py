@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -277,6 +278,9 @@ def prepare_machine(root: Path, mdir: Path, host: str, addr: str, net, hosts_fil
     run(["cp", "-a", "--reflink=auto", str(root), str(mdir)])
     etc = mdir / "etc"
     (etc / "hostname").write_text(host + "\n")
+    # Each machine its own identity (the cached root has one): systemd, journald and the tests
+    # that tell one host from another read it.
+    (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
     (etc / "hosts").write_text(hosts_file)
     resolv = Path("/etc/resolv.conf").read_text()
     (etc / "resolv.conf").unlink(missing_ok=True)

@@ -8,23 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from hostlib import ROOT, fetch, playbook_runner
+from hostlib import fetch
 from supersetlib import SupersetSession
-from upgradelib import DASHBOARD, api_client, changed_tasks, differences, state, timed
+from upgradelib import DASHBOARD, api_client, changed_tables, changed_tasks, differences, state
 
-CONVERGE = ROOT / "molecule/shared/converge.yml"
-# Rows that change without anyone's work in them when the services restart: the hub's and its
-# tokens' last activity, Superset's request log.
-VOLATILE_ROWS = {"jupyterhub.users", "jupyterhub.api_tokens", "jupyterhub.spawners", "superset.logs"}
-
-
-@pytest.fixture(scope="session")
-def upgraded(work, inventory_path) -> dict:
-    run = playbook_runner(inventory_path, CONVERGE)
-    first, first_s = timed(run)
-    second, second_s = timed(run) if first.rc == 0 else (None, 0)
-    print(f"upgrade: converge of the current code {first_s:.0f} s, second run {second_s:.0f} s")
-    return {"first": first, "second": second}
+# Rows that change without anyone's work in them when the services restart: the last activity of
+# the hub's users, tokens and servers (the same rows); Superset's request log (any).
+TOUCHED = {"jupyterhub.users", "jupyterhub.api_tokens", "jupyterhub.spawners"}
+DROPPED = {"superset.logs"}
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +51,7 @@ def test_every_service_answers(upgraded, label, path, domain, names, ca):
 
 
 def test_every_table_keeps_its_rows(work, after):
-    changed = differences(work.before["tables"], after["tables"])
-    assert not {k: v for k, v in changed.items() if k not in VOLATILE_ROWS}, changed
+    assert changed_tables(work.before["tables"], after["tables"], TOUCHED, DROPPED) == {}
 
 
 def test_every_file_in_the_homes_is_kept(work, after):
@@ -69,7 +59,7 @@ def test_every_file_in_the_homes_is_kept(work, after):
 
 
 def test_the_execution_history_and_its_outputs_are_kept(work, after):
-    assert len(work.before["history"]) == 3
+    assert len(work.before["history"]) >= 3
     assert after["history"] == work.before["history"]
 
 

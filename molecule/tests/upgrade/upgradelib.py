@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -52,19 +51,25 @@ class Work:
     @classmethod
     def make(cls, bk, hub: Hub, token: str, api_url: str, ca: str, browser, domain: str, admin: dict) -> Work:
         user = hub.user
-        data = os.urandom(256 * 1024)
         files = {f"/home/{user}/notebooks/{REPORT}.ipynb": json.dumps(notebook_json()).encode(),
-                 f"/home/{user}/results/measurements.bin": data,
                  f"/home/{user}/results/notes.md": b"# what I found\nsee measurements.bin\n"}  # fmt: skip
         for path, content in files.items():
             b64 = base64.b64encode(content).decode()
             made = bk.run("runuser -u %s -- sh -c %s", user,
                           f"mkdir -p $(dirname {path}) && echo {b64} | base64 -d > {path}")  # fmt: skip
             assert made.rc == 0, made.stderr
+        data = f"/home/{user}/results/measurements.bin"
+        made = bk.run("runuser -u %s -- sh -c %s", user, f"head -c 262144 /dev/urandom > {data} && sha256sum {data}")
+        assert made.rc == 0, made.stderr
+        digest = made.stdout.split()[0]
         with api_client(api_url, ca, token) as api:
-            nb = api.register_notebook(f"{REPORT}.ipynb", name=REPORT, detect_parameters=False)
-            api.declare_parameter(nb.id, "month", "int", required=True, rules={"min": 1, "max": 12})
-            api.declare_parameter(nb.id, "region", "str", default="north")
+            mine = {n.name: n.id for n in api.notebooks()}  # a verify run again on the same hosts
+            if REPORT in mine:
+                nb = api.notebook(mine[REPORT])
+            else:
+                nb = api.register_notebook(f"{REPORT}.ipynb", name=REPORT, detect_parameters=False)
+                api.declare_parameter(nb.id, "month", "int", required=True, rules={"min": 1, "max": 12})
+                api.declare_parameter(nb.id, "region", "str", default="north")
             for params in RUNS:
                 ex = api.wait(api.run(notebook_id=nb.id, parameters=params).id, timeout=300, poll=0.5)
                 assert ex.status == "succeeded", f"run {params}: {ex.status} {ex.error_message}"
@@ -76,7 +81,7 @@ class Work:
             dashboard_id = made.json()["id"]
         finally:
             carol.close()
-        return cls(nb.id, dashboard_id, hashlib.sha256(data).hexdigest())
+        return cls(nb.id, dashboard_id, digest)
 
 
 def table_sums(bk) -> dict[str, str]:
@@ -119,6 +124,17 @@ def history(api_url: str, ca: str, token: str, notebook_id: int) -> list[dict]:
 def state(bk, work: Work, api_url: str, ca: str, token: str) -> dict:
     return {"tables": table_sums(bk), "files": file_sums(bk),
             "history": history(api_url, ca, token, work.notebook_id)}  # fmt: skip
+
+
+def changed_tables(before: dict[str, str], after: dict[str, str], touched: set[str], dropped: set[str]) -> dict:
+    """The tables whose rows differ between two table_sums, but those the services change by
+    themselves: in `touched` only their content (the count must stay), in `dropped` anything."""
+    out = {}
+    for name, (was, now) in differences(before, after).items():
+        if name in dropped or (name in touched and was and now and was.split(":")[0] == now.split(":")[0]):
+            continue
+        out[name] = (was, now)
+    return out
 
 
 def differences(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple]:
