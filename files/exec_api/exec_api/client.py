@@ -31,7 +31,7 @@ from exec_api.schemas import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8002"
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "skipped")
 
 
 class ExecApiError(RuntimeError):

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exec_api import __version__
-from exec_api.api.routes import executions, legacy, meta, notebooks, parameters
+from exec_api.api.routes import executions, legacy, meta, notebooks, parameters, schedules
 from exec_api.core.config import Settings, get_settings
 from exec_api.core.db import get_sessionmaker
 from exec_api.core.security import Authenticator
@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    for r in (meta.router, legacy.router, notebooks.router, parameters.router, executions.router):
+    routers = (meta, legacy, notebooks, parameters, executions, schedules)
+    for r in (m.router for m in routers):
         app.include_router(r)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

@@ -113,6 +113,13 @@ class NotebookExecution(Base):
             "username",
             postgresql_where=text("status = 'running'"),
         ),
+        Index(
+            "uq_executions_schedule_planned",
+            "schedule_id",
+            "planned_for",
+            unique=True,
+            postgresql_where=text("retry_of IS NULL AND planned_for IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -142,3 +149,64 @@ class NotebookExecution(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     runner: Mapped[str | None] = mapped_column(String(50))
     report_mode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+
+    # --- schedules and retries (0004) ----------------------------------------------
+    # The schedule that planned this run and the planned instant it is for (a "run now" of a
+    # schedule has no planned instant). One first try per schedule and instant: the unique
+    # index below is what makes firing exactly-once across workers and hosts.
+    schedule_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("schedules.id", ondelete="SET NULL"), index=True
+    )
+    planned_for: Mapped[datetime | None] = mapped_column(DateTime)
+    # A retry is its own row: try_number 2, 3, ... linked to the first try (retry_of).
+    retry_of: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("notebook_executions.id", ondelete="SET NULL"), index=True
+    )
+    try_number: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    max_tries: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    retry_backoff_seconds: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("60")
+    )
+    # Not claimed before this instant (a retry's backoff).
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Schedule(Base):
+    """A user's notebook, run with these parameters at the instants a cron expression plans in
+    a time zone (exec_api.services.cron), until ``ends_at``."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        Index("ix_schedules_due", "next_run_at", postgresql_where=text("NOT paused")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    notebook_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("notebooks.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(255))
+    cron: Mapped[str] = mapped_column(String(200), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
+    parameters: Mapped[Any | None] = mapped_column(JSON)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    report_mode: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime)
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # skip | queue | cancel: what a planned time does while an earlier run is queued or running.
+    overlap_policy: Mapped[str] = mapped_column(String(20), nullable=False, server_default="skip")
+    # none | latest | all: what planned times missed while no worker ran (more than the grace
+    # late) do; `all` is capped at catchup_max runs.
+    catchup_policy: Mapped[str] = mapped_column(String(20), nullable=False, server_default="latest")
+    catchup_max: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("10"))
+    retry_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    retry_backoff_seconds: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("60")
+    )
+    # The next planned instant not yet fired; NULL once the schedule has ended.
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_planned_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
+    )

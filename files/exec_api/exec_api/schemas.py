@@ -41,7 +41,8 @@ JsonData = Annotated[Any, AfterValidator(_json_safe)]
 ParamType = Literal["int", "float", "str", "bool", "list", "dict", "date", "datetime"]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Timeout = Annotated[int, Field(ge=1, le=86_400)]
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+# skipped: a schedule's planned run that its overlap policy (or a full queue) did not start.
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"]
 
 
 class ValidationRules(BaseModel):
@@ -171,6 +172,14 @@ class ExecutionHistoryResponse(BaseModel):
     attempts: int = 0
     runner: str | None = None
     report_mode: bool = False
+    schedule_id: int | None = Field(default=None, description="the schedule that planned this run")
+    planned_for: datetime | None = Field(
+        default=None, description="the planned instant (UTC) this run is for; none for run-now"
+    )
+    retry_of: int | None = Field(default=None, description="a retry: the first try's id")
+    try_number: int = Field(default=1, description="1 for a first try, 2 for its first retry, ...")
+    max_tries: int = 1
+    not_before: datetime | None = Field(default=None, description="a retry waits until then")
 
 
 # papermill's options a submission may not set, and why (an unknown field is refused too).
@@ -290,3 +299,108 @@ QUEUE_FULL: dict[int | str, dict[str, Any]] = {
         "the Retry-After header says when to try again"
     }
 }
+
+
+# ------------------------------------------------------------------------ schedules
+def _cron(v: str) -> str:
+    from exec_api.services.cron import check_cron
+
+    return check_cron(_no_nul(v))
+
+
+def _zone(v: str) -> str:
+    from exec_api.services.cron import check_zone
+
+    check_zone(_no_nul(v))
+    return v
+
+
+def _utc(v: datetime | None) -> datetime | None:
+    """An aware instant as naive UTC (what the API stores); a naive one is UTC already."""
+    if v is not None and v.tzinfo is not None:
+        from datetime import UTC
+
+        return v.astimezone(UTC).replace(tzinfo=None)
+    return v
+
+
+Cron = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_cron)]
+Zone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_zone)]
+Instant = Annotated[datetime, AfterValidator(_utc)]
+OverlapPolicy = Literal["skip", "queue", "cancel"]
+CatchupPolicy = Literal["none", "latest", "all"]
+_POLICIES = {
+    "cron": "five fields: minute hour day-of-month month day-of-week, in `timezone`",
+    "overlap_policy": "a planned time while an earlier run of the schedule is queued or running: "
+    "skip it (recorded as skipped), queue it behind, or cancel the earlier run",
+    "catchup_policy": "planned times missed while no worker ran: none, the latest only, or all "
+    "(at most catchup_max)",
+    "retry_attempts": "retries of a failed or timed-out run (never of a cancelled one), each its "
+    "own execution linked to the first, after retry_backoff_seconds, doubled each time",
+}
+
+
+class ScheduleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    notebook_id: Id
+    name: Name | None = None
+    cron: Cron = Field(description=_POLICIES["cron"])
+    timezone: Zone = "UTC"
+    parameters: dict[str, JsonData] = {}
+    timeout_seconds: Timeout | None = None
+    report_mode: bool = False
+    ends_at: Instant | None = Field(
+        default=None, description="no run is planned after this instant"
+    )
+    paused: bool = False
+    overlap_policy: OverlapPolicy = Field(default="skip", description=_POLICIES["overlap_policy"])
+    catchup_policy: CatchupPolicy = Field(default="latest", description=_POLICIES["catchup_policy"])
+    catchup_max: Annotated[int, Field(ge=1, le=1000)] = 10
+    retry_attempts: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=0, description=_POLICIES["retry_attempts"]
+    )
+    retry_backoff_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60
+
+
+class ScheduleUpdate(BaseModel):
+    """Only the fields given change; ``notebook_id`` cannot (make a new schedule)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    cron: Cron | None = None
+    timezone: Zone | None = None
+    parameters: dict[str, JsonData] | None = None
+    timeout_seconds: Timeout | None = None
+    report_mode: bool | None = None
+    ends_at: Instant | None = None
+    overlap_policy: OverlapPolicy | None = None
+    catchup_policy: CatchupPolicy | None = None
+    catchup_max: Annotated[int, Field(ge=1, le=1000)] | None = None
+    retry_attempts: Annotated[int, Field(ge=0, le=10)] | None = None
+    retry_backoff_seconds: Annotated[int, Field(ge=1, le=86_400)] | None = None
+
+
+class ScheduleResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    username: str
+    notebook_id: int
+    name: str | None = None
+    cron: str
+    timezone: str
+    parameters: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
+    report_mode: bool
+    ends_at: datetime | None = None
+    paused: bool
+    overlap_policy: str
+    catchup_policy: str
+    catchup_max: int
+    retry_attempts: int
+    retry_backoff_seconds: int
+    next_run_at: datetime | None = Field(
+        default=None, description="the next planned instant (UTC); none once the schedule ended"
+    )
+    last_planned_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime

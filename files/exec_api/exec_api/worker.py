@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from exec_api.core.config import Settings, get_settings
 from exec_api.models import NotebookParameter
-from exec_api.services import metrics
+from exec_api.services import metrics, schedules
 from exec_api.services import queue as q
 from exec_api.services.engine import (
     DEFAULT_KERNEL,
@@ -74,6 +74,7 @@ class Worker:
         self.runner.start()
         self._spawn(self._listen, "exec-listener")
         self._spawn(self._janitor, "exec-janitor")
+        self._spawn(self._scheduler, "exec-scheduler")
         for i in range(max(1, self.s.worker_concurrency)):
             self._spawn(self._slot, f"exec-slot-{i}")
         log.info(
@@ -159,6 +160,18 @@ class Worker:
                 metrics.READY_KERNELS.set(self.runner.ready_kernels())
             except Exception:  # noqa: BLE001 - keep the janitor alive
                 log.exception("janitor pass failed")
+
+    def _scheduler(self) -> None:
+        """Plans the runs of due schedules (every worker does; exactly once across them:
+        exec_api.services.schedules)."""
+        while not self._stop.wait(self.s.schedule_poll_seconds):
+            try:
+                with self.sf() as db:
+                    made = schedules.fire_due(db, self.s)
+                if made:
+                    log.info("scheduled executions %s", made)
+            except Exception:  # noqa: BLE001 - keep the scheduler alive
+                log.exception("scheduler pass failed")
 
     def cancel_local(self, execution_id: int) -> bool:
         with self._rlock:

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     default_timeout_seconds: int = 600
     max_timeout_seconds: int = 3600
     poll_interval_seconds: float = 1.0
+    schedule_poll_seconds: float = Field(
+        default=5.0, description="how often a worker looks for schedules that are due"
+    )
+    schedule_grace_seconds: int = Field(
+        default=90,
+        description="a planned time later than this when a worker sees it was missed (the "
+        "schedule's catchup_policy decides); earlier, it is on time",
+    )
     orphan_policy: Literal["fail", "requeue"] = "fail"
     orphan_check_interval_seconds: float = 10.0
     max_attempts: int = 3

@@ -24,9 +24,12 @@ def history(
     status_: str | None,
     skip: int,
     limit: int,
+    schedule_id: int | None = None,
 ) -> tuple[int, list[NotebookExecution]]:
     """The number of matching executions, and a page of them, newest first."""
     conds = []
+    if schedule_id is not None:
+        conds.append(NotebookExecution.schedule_id == schedule_id)
     if not principal.is_admin or username:
         conds.append(NotebookExecution.username == acting_user(principal, username))
     if notebook_id is not None:

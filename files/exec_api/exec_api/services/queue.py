@@ -28,7 +28,7 @@ from exec_api.models import NotebookExecution
 
 QUEUE_CHANNEL = "exec_api_queue"
 CANCEL_CHANNEL = "exec_api_cancel"
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
+TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "skipped")
 # Advisory-lock key space: (class id, worker id) two-int form avoids clashing with others.
 LOCK_CLASS = 0x45584543  # "EXEC"
 CLAIM_LOCK_CLASS = 0x45584344  # "EXCD": (class, 0) serialises claims
@@ -61,6 +61,9 @@ def submit(
     runner: str,
     max_queued: int | None = None,
     report_mode: bool = False,
+    schedule_id: int | None = None,
+    max_tries: int = 1,
+    retry_backoff_seconds: int = 60,
 ) -> NotebookExecution:
     """Queue a run; with ``max_queued``, refuse (:class:`QueueFull`) a user already at it."""
     if max_queued is not None:
@@ -86,6 +89,9 @@ def submit(
         report_mode=report_mode,
         attempts=0,
         cancel_requested=False,
+        schedule_id=schedule_id,
+        max_tries=max_tries,
+        retry_backoff_seconds=retry_backoff_seconds,
     )
     db.add(ex)
     db.flush()
@@ -103,7 +109,7 @@ def queued_count(db: Session, username: str) -> int:
     return int(n or 0)
 
 
-def request_cancel(db: Session, ex: NotebookExecution) -> NotebookExecution:
+def request_cancel(db: Session, ex: NotebookExecution, commit: bool = True) -> NotebookExecution:
     """Cancel: immediate for a queued run, via the worker for a running one."""
     row = db.execute(
         select(NotebookExecution).where(NotebookExecution.id == ex.id).with_for_update()
@@ -117,8 +123,9 @@ def request_cancel(db: Session, ex: NotebookExecution) -> NotebookExecution:
     elif row.status == "running":
         row.cancel_requested = True
         db.execute(text("SELECT pg_notify(:c, :p)"), {"c": CANCEL_CHANNEL, "p": str(row.id)})
-    db.commit()
-    db.refresh(row)
+    if commit:
+        db.commit()
+        db.refresh(row)
     return row
 
 
@@ -145,7 +152,9 @@ _CLAIM = text(
          WHERE status = 'running' GROUP BY username
     ), heads AS (
         SELECT q.username, min(q.id) AS id FROM notebook_executions AS q
-         WHERE q.status = 'queued' AND NOT q.cancel_requested GROUP BY q.username
+         WHERE q.status = 'queued' AND NOT q.cancel_requested
+           AND (q.not_before IS NULL OR q.not_before <= timezone('utc', now()))
+         GROUP BY q.username
     ), ranked AS (
         SELECT h.id, coalesce(r.n, 0) AS n FROM heads AS h
           LEFT JOIN running AS r ON r.username = h.username
@@ -156,6 +165,7 @@ _CLAIM = text(
            attempts = e.attempts + 1
      WHERE e.id = (SELECT c.id FROM notebook_executions AS c JOIN ranked AS k ON k.id = c.id
                     WHERE c.status = 'queued' AND NOT c.cancel_requested
+                      AND (c.not_before IS NULL OR c.not_before <= timezone('utc', now()))
                     ORDER BY k.n, k.id
                     FOR UPDATE OF c SKIP LOCKED
                     LIMIT 1)
@@ -221,10 +231,34 @@ def finish(
             "w": worker_id,
         },
     )
+    if res.rowcount and status in RETRIED:  # type: ignore[attr-defined]
+        db.execute(_RETRY, {"id": execution_id})
     # A slot is free, and this user may be below the running cap again: wake every worker.
     db.execute(text("SELECT pg_notify(:c, '')"), {"c": QUEUE_CHANNEL})
     db.commit()
     return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+# What a retry policy retries: runs that failed or ran out of time, never cancelled ones.
+RETRIED = ("failed", "timed_out")
+# The next try of a run that has tries left: its own row, linked to the first try, queued
+# for after the backoff (doubled at each try).
+_RETRY = text(
+    """
+    INSERT INTO notebook_executions
+        (notebook_id, username, input_path, parameters_used, status, submitted_at, started_at,
+         timeout_seconds, runner, report_mode, attempts, cancel_requested, schedule_id,
+         planned_for, retry_of, try_number, max_tries, retry_backoff_seconds, not_before)
+    SELECT notebook_id, username, input_path, parameters_used, 'queued',
+           timezone('utc', now()), timezone('utc', now()), timeout_seconds, runner,
+           report_mode, 0, false, schedule_id, planned_for, coalesce(retry_of, id),
+           try_number + 1, max_tries, retry_backoff_seconds,
+           timezone('utc', now())
+             + make_interval(secs => retry_backoff_seconds * power(2, try_number - 1))
+      FROM notebook_executions
+     WHERE id = :id AND try_number < max_tries AND NOT cancel_requested
+    """
+)
 
 
 def _json(v: Any) -> str:

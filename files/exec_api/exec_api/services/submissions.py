@@ -3,6 +3,9 @@ convert their bodies with ``submission()``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from fastapi import HTTPException, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +24,17 @@ from exec_api.services.parameters import discovered_parameter, specs_of
 from exec_api.services.paths import NotANotebook, PathRefused, open_notebook, user_root
 
 
+@dataclass
+class Prepared:
+    """A run checked and ready to queue: whose, which notebook, the parameters' values."""
+
+    owner: str
+    rel: str
+    notebook: Notebook | None
+    values: dict[str, Any]
+    timeout: int
+
+
 def submit(
     db: Session, settings: Settings, principal: Principal, sub: SubmitExecution
 ) -> ExecutionSubmitted:
@@ -31,6 +45,33 @@ def submit(
     owner's queued runs (429 with Retry-After at ``EXEC_API_MAX_QUEUED_PER_USER``).
     A registered notebook's parameters are refreshed from its file first.
     """
+    run = prepare(db, settings, principal, sub)
+    try:
+        ex = q.submit(
+            db,
+            username=run.owner,
+            input_path=run.rel,
+            notebook_id=run.notebook.id if run.notebook is not None else None,
+            parameters=run.values,
+            timeout_seconds=run.timeout,
+            runner=settings.runner,
+            max_queued=settings.max_queued_per_user,
+            report_mode=sub.report_mode,
+        )
+    except q.QueueFull as e:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            str(e),
+            headers={"Retry-After": str(settings.queue_retry_after_seconds)},
+        ) from e
+    return submitted(ex)
+
+
+def prepare(
+    db: Session, settings: Settings, principal: Principal, sub: SubmitExecution
+) -> Prepared:
+    """Every check of a submission but the queue's (HTTPException naming what is wrong): the
+    same for a run submitted now, a schedule's parameters, and a schedule's planned run."""
     username, notebook_id, path = sub.username, sub.notebook_id, sub.notebook_path
     parameters, timeout_seconds = sub.parameters, sub.timeout_seconds
     owner = acting_user(principal, username)
@@ -81,25 +122,7 @@ def submit(
     except P.ParameterError as e:
         raise param_error(e) from e
     timeout = min(timeout_seconds or settings.default_timeout_seconds, settings.max_timeout_seconds)
-    try:
-        ex = q.submit(
-            db,
-            username=owner,
-            input_path=rel,
-            notebook_id=nb.id if nb is not None else None,
-            parameters=values,
-            timeout_seconds=timeout,
-            runner=settings.runner,
-            max_queued=settings.max_queued_per_user,
-            report_mode=sub.report_mode,
-        )
-    except q.QueueFull as e:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            str(e),
-            headers={"Retry-After": str(settings.queue_retry_after_seconds)},
-        ) from e
-    return submitted(ex)
+    return Prepared(owner, rel, nb, values, timeout)
 
 
 def submitted(ex: NotebookExecution) -> ExecutionSubmitted:

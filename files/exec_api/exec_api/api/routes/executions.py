@@ -32,12 +32,13 @@ async def list_executions(
     username: Annotated[Username | None, Query()] = None,
     notebook_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     status_: Annotated[Status | None, Query(alias="status")] = None,
+    schedule_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     skip: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[NotebookExecution]:
     """Execution history, newest first; ``X-Total-Count`` gives the number of matches."""
     total, rows = await run_in_threadpool(
-        executions.history, db, user, username, notebook_id, status_, skip, limit
+        executions.history, db, user, username, notebook_id, status_, skip, limit, schedule_id
     )
     response.headers["X-Total-Count"] = str(total)
     return rows
