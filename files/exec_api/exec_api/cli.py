@@ -123,6 +123,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--skip", type=int, default=0)
+    p.add_argument("--schedule-id", type=int)
+
+    p = sub.add_parser("schedule", help="run a notebook on a cron expression in a time zone")
+    p.add_argument("notebook_id", type=int)
+    p.add_argument("cron", help="five fields, e.g. '0 6 1 * *' (06:00 on the 1st)")
+    p.add_argument("--timezone", default="UTC", help="IANA name, e.g. Europe/Berlin")
+    p.add_argument("--name")
+    p.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="VALUE is JSON if it parses, else a string",
+    )  # fmt: skip
+    p.add_argument("--params-json")
+    p.add_argument("--ends-at", help="ISO 8601 instant; nothing is planned after it")
+    p.add_argument("--overlap", choices=["skip", "queue", "cancel"], default="skip")
+    p.add_argument("--catchup", choices=["none", "latest", "all"], default="latest")
+    p.add_argument("--retries", type=int, default=0, help="retries of a failed or timed-out run")
+    p.add_argument("--retry-backoff", type=int, default=60, help="seconds, doubled each retry")
+    p.add_argument("--timeout", type=int)
+
+    sub.add_parser("schedules", help="list your schedules")
+    for verb, text in [
+        ("pause", "pause a schedule"),
+        ("resume", "resume a schedule (from now on)"),
+        ("run-now", "run a schedule once now"),
+        ("unschedule", "delete a schedule (its executions stay)"),
+    ]:
+        sub.add_parser(verb, help=text).add_argument("schedule_id", type=int)
 
     p = sub.add_parser(
         "retention",
@@ -216,9 +243,34 @@ def run(args: argparse.Namespace, api: ExecApiClient) -> int:
     elif c == "history":
         _print(
             api.history(
-                notebook_id=args.notebook_id, status=args.status, skip=args.skip, limit=args.limit
+                notebook_id=args.notebook_id,
+                status=args.status,
+                schedule_id=args.schedule_id,
+                skip=args.skip,
+                limit=args.limit,
             )
         )
+    elif c == "schedule":
+        fields: dict[str, Any] = {
+            "parameters": _params(args.param, args.params_json),
+            "overlap_policy": args.overlap,
+            "catchup_policy": args.catchup,
+            "retry_attempts": args.retries,
+            "retry_backoff_seconds": args.retry_backoff,
+        }
+        optional = {"name": args.name, "ends_at": args.ends_at, "timeout_seconds": args.timeout}
+        fields |= {k: v for k, v in optional.items() if v is not None}
+        _print(api.create_schedule(args.notebook_id, args.cron, timezone=args.timezone, **fields))
+    elif c == "schedules":
+        _print(api.schedules())
+    elif c == "pause":
+        _print(api.pause_schedule(args.schedule_id))
+    elif c == "resume":
+        _print(api.resume_schedule(args.schedule_id))
+    elif c == "run-now":
+        _print(api.run_schedule(args.schedule_id))
+    elif c == "unschedule":
+        api.delete_schedule(args.schedule_id)
     return 0
 
 

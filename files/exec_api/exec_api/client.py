@@ -28,6 +28,7 @@ from exec_api.schemas import (
     NotebookResponse,
     NotebookWithParameters,
     ParameterResponse,
+    ScheduleResponse,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8002"
@@ -226,10 +227,13 @@ class ExecApiClient:
         *,
         notebook_id: int | None = None,
         status: str | None = None,
+        schedule_id: int | None = None,
         skip: int = 0,
         limit: int = 100,
     ) -> list[ExecutionHistoryResponse]:
         params: dict[str, Any] = {"skip": skip, "limit": limit}
+        if schedule_id is not None:
+            params["schedule_id"] = schedule_id
         if notebook_id is not None:
             params["notebook_id"] = notebook_id
         if status is not None:
@@ -238,3 +242,40 @@ class ExecApiClient:
             ExecutionHistoryResponse.model_validate(x)
             for x in self._req("GET", "/db/executions", params=params).json()
         ]
+
+    # -- schedules -----------------------------------------------------------------------
+    def create_schedule(
+        self, notebook_id: int, cron: str, *, timezone: str = "UTC", **fields: Any
+    ) -> ScheduleResponse:
+        """Run a notebook at each instant ``cron`` plans in ``timezone``; more fields as
+        ``POST /db/schedules`` takes them (parameters, ends_at, overlap_policy, ...)."""
+        body = {"notebook_id": notebook_id, "cron": cron, "timezone": timezone, **fields}
+        return ScheduleResponse.model_validate(self._req("POST", "/db/schedules", json=body).json())
+
+    def schedules(self) -> list[ScheduleResponse]:
+        return [
+            ScheduleResponse.model_validate(x) for x in self._req("GET", "/db/schedules").json()
+        ]
+
+    def schedule(self, schedule_id: int) -> ScheduleResponse:
+        r = self._req("GET", f"/db/schedules/{schedule_id}")
+        return ScheduleResponse.model_validate(r.json())
+
+    def update_schedule(self, schedule_id: int, **fields: Any) -> ScheduleResponse:
+        r = self._req("PUT", f"/db/schedules/{schedule_id}", json=fields)
+        return ScheduleResponse.model_validate(r.json())
+
+    def pause_schedule(self, schedule_id: int) -> ScheduleResponse:
+        r = self._req("POST", f"/db/schedules/{schedule_id}/pause")
+        return ScheduleResponse.model_validate(r.json())
+
+    def resume_schedule(self, schedule_id: int) -> ScheduleResponse:
+        r = self._req("POST", f"/db/schedules/{schedule_id}/resume")
+        return ScheduleResponse.model_validate(r.json())
+
+    def run_schedule(self, schedule_id: int) -> ExecutionHistoryResponse:
+        r = self._req("POST", f"/db/schedules/{schedule_id}/run")
+        return ExecutionHistoryResponse.model_validate(r.json())
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        self._req("DELETE", f"/db/schedules/{schedule_id}")

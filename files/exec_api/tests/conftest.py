@@ -96,6 +96,7 @@ def env(db_url: str, idp: IdP, workdir: Path) -> Iterator[dict[str, str]]:
         "EXEC_API_WORKER_CONCURRENCY": "2",
         "EXEC_API_ORPHAN_CHECK_INTERVAL_SECONDS": "1",
         "EXEC_API_POLL_INTERVAL_SECONDS": "0.5",
+        "EXEC_API_SCHEDULE_POLL_SECONDS": "0.5",
         "EXEC_API_PROBE_TOKEN": "probe-secret-for-tests",
     }
     old = {k: os.environ.get(k) for k in values}

@@ -88,3 +88,45 @@ def test_cli(server, user, tmp_path):
     assert json.loads(out)["cells"]
     code, _, err = cli("run", "--path", "../x.ipynb")
     assert code == 2 and "400" in err
+
+
+def test_schedules_from_the_client_and_the_command_line(server, user, tmp_path):
+    user.notebook("sched.ipynb", "print(str(n) * 3)", params="n = 1")
+    tokfile = tmp_path / "tok"
+    tokfile.write_text(user.headers["Authorization"].split()[1])
+    env = {"EXEC_API_URL": server, "EXEC_API_TOKEN_FILE": str(tokfile), "PATH": "/usr/bin:/bin"}
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "exec_api.cli", *args], cwd=PKG, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        return r.returncode, r.stdout, r.stderr
+
+    code, out, err = cli("register", "sched.ipynb", "--name", "sched")
+    assert code == 0, err
+    nid = json.loads(out)["id"]
+    code, out, err = cli("schedule", str(nid), "0 6 * * 1-5", "--timezone", "Europe/Berlin",
+                         "-p", "n=4", "--retries", "2", "--overlap", "queue")  # fmt: skip
+    assert code == 0, err
+    sch = json.loads(out)
+    assert (sch["cron"], sch["timezone"], sch["parameters"], sch["retry_attempts"]) == (
+        "0 6 * * 1-5", "Europe/Berlin", {"n": 4}, 2)  # fmt: skip
+    code, out, err = cli("schedule", str(nid), "0 6 * * * *")
+    assert code == 2 and "422" in err and "five fields" in err
+    code, out, err = cli("schedule", str(nid), "0 6 * * *", "--timezone", "Nowhere/Special")
+    assert code == 2 and "no time zone" in err
+    code, out, _ = cli("schedules")
+    assert [s["id"] for s in json.loads(out)] == [sch["id"]]
+    code, out, _ = cli("pause", str(sch["id"]))
+    assert json.loads(out)["paused"] is True
+    code, out, err = cli("run-now", str(sch["id"]))
+    assert code == 0, err
+    with ExecApiClient(server, user.headers["Authorization"].split()[1]) as api:
+        ex = api.wait(json.loads(out)["id"], timeout=120)
+        assert ex.status == "succeeded" and ex.schedule_id == sch["id"]
+        assert [e.id for e in api.history(schedule_id=sch["id"])] == [ex.id]
+        assert api.resume_schedule(sch["id"]).paused is False
+        assert api.update_schedule(sch["id"], cron="30 7 * * *").cron == "30 7 * * *"
+    code, _, err = cli("unschedule", str(sch["id"]))
+    assert code == 0, err
+    code, out, _ = cli("schedules")
+    assert json.loads(out) == []

@@ -119,7 +119,9 @@ def test_expressions_are_normalised():
     assert check_cron("  */5   *  * * 1-5 ") == "*/5 * * * 1-5"
 
 
-@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "/etc/localtime", "UTC+1"])
+@pytest.mark.parametrize(
+    "zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "/etc/localtime", "UTC+1"]
+)
 def test_a_zone_that_does_not_exist_names_the_field(zone):
     with pytest.raises(ScheduleInputError) as e:
         check_zone(zone)
