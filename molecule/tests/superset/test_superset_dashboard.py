@@ -44,6 +44,15 @@ def test_dashboard_api_lists_its_four_charts(admin_session):
     assert names == sorted(CHARTS), f"GET /api/v1/dashboard/{DASHBOARD}/charts: HTTP {r.status_code}, {names}"
 
 
+def test_each_status_has_a_colour_that_reads_at_a_glance(admin_session):
+    """Success green, failure red (not Superset's palette order, which drew failed green)."""
+    r = admin_session.get(f"/api/v1/dashboard/{DASHBOARD}")
+    assert r.status_code == 200, f"GET /api/v1/dashboard/{DASHBOARD}: HTTP {r.status_code}"
+    colours = json.loads(r.json()["result"]["json_metadata"]).get("label_colors", {})
+    assert colours.get("succeeded") == "#2e7d32" and colours.get("failed") == "#c62828", colours
+    assert {"timed_out", "cancelled", "skipped"} <= colours.keys(), colours
+
+
 def test_dashboard_dataset_serves_alices_runs(admin_session, executions):
     r = admin_session.get(f"/api/v1/dashboard/{DASHBOARD}/datasets")
     assert r.status_code == 200 and len(r.json()["result"]) == 1, f"the dashboard's datasets: HTTP {r.status_code}"
