@@ -84,10 +84,20 @@ class Work:
         return cls(nb.id, dashboard_id, digest)
 
 
+# Rows that must come back though their table also holds rows the services make by themselves:
+# users' hub tokens (the idle culler's token is made anew at each hub start).
+KEPT_ROWS = {
+    "jupyterhub.users_api_tokens": ("jupyterhub", "SELECT hashed, user_id FROM api_tokens WHERE user_id IS NOT NULL")
+}
+
+
 def table_sums(bk) -> dict[str, str]:
     """'db.table' -> 'rows:md5' for every table of every service database (the md5 of its rows as
-    text, in a fixed order)."""
+    text, in a fixed order), and of the rows of KEPT_ROWS."""
     out = {}
+    for name, (db, query) in KEPT_ROWS.items():
+        out[name] = sql(bk, db, f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' "
+                                f"ORDER BY x::text)), '-') FROM ({query}) x")  # fmt: skip
     for db in DATABASES:
         tables = sql(bk, db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
         query = " UNION ALL ".join(
