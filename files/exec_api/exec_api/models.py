@@ -169,6 +169,11 @@ class NotebookExecution(Base):
     )
     # Not claimed before this instant (a retry's backoff).
     not_before: Mapped[datetime | None] = mapped_column(DateTime)
+    # What the run used (its own process and kernel's rusage; NULL where the runner cannot
+    # tell): CPU seconds (user + system), peak resident memory, and the output notebook's size.
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    output_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Schedule(Base):

@@ -180,6 +180,13 @@ class ExecutionHistoryResponse(BaseModel):
     try_number: int = Field(default=1, description="1 for a first try, 2 for its first retry, ...")
     max_tries: int = 1
     not_before: datetime | None = Field(default=None, description="a retry waits until then")
+    cpu_seconds: float | None = Field(
+        default=None, description="CPU time of the run's process and kernel; null: not measured"
+    )
+    peak_memory_bytes: int | None = Field(
+        default=None, description="peak resident memory of the run's kernel; null: not measured"
+    )
+    output_bytes: int | None = Field(default=None, description="size of the output notebook")
 
 
 # papermill's options a submission may not set, and why (an unknown field is refused too).

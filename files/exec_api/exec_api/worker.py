@@ -290,6 +290,9 @@ class Worker:
                     output_path=out_path,
                     error_message=outcome.error_message,
                     error_detail=outcome.error_detail,
+                    cpu_seconds=outcome.cpu_seconds,
+                    peak_memory_bytes=outcome.peak_memory_bytes,
+                    output_bytes=os.stat(out_path).st_size if out_path else None,
                 )
         except Exception:  # noqa: BLE001
             log.exception("cannot record outcome of %s", job.id)

@@ -1,4 +1,4 @@
-"""schedules, retries
+"""schedules, retries, resource accounting
 
 Revision ID: 0004
 Revises: 0003
@@ -9,6 +9,8 @@ Revises: 0003
   schedule and instant: uq_executions_schedule_planned), retries as their own rows linked to the
   first try (retry_of, try_number, max_tries, retry_backoff_seconds), and not_before (a retry
   waits for its backoff). Rows from before are first tries of one try.
+* notebook_executions: what a run used (cpu_seconds, peak_memory_bytes, output_bytes); NULL for
+  rows from before and where the runner cannot tell.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -57,6 +59,9 @@ def upgrade() -> None:
     op.add_column('notebook_executions', sa.Column('max_tries', sa.Integer(), server_default=sa.text('1'), nullable=False))
     op.add_column('notebook_executions', sa.Column('retry_backoff_seconds', sa.Integer(), server_default=sa.text('60'), nullable=False))
     op.add_column('notebook_executions', sa.Column('not_before', sa.DateTime(), nullable=True))
+    op.add_column('notebook_executions', sa.Column('cpu_seconds', sa.Float(), nullable=True))
+    op.add_column('notebook_executions', sa.Column('peak_memory_bytes', sa.BigInteger(), nullable=True))
+    op.add_column('notebook_executions', sa.Column('output_bytes', sa.BigInteger(), nullable=True))
     op.create_index('ix_notebook_executions_schedule_id', 'notebook_executions', ['schedule_id'])
     op.create_index('ix_notebook_executions_retry_of', 'notebook_executions', ['retry_of'])
     op.create_index('uq_executions_schedule_planned', 'notebook_executions', ['schedule_id', 'planned_for'],
@@ -67,7 +72,7 @@ def downgrade() -> None:
     op.drop_index('uq_executions_schedule_planned', table_name='notebook_executions')
     op.drop_index('ix_notebook_executions_retry_of', table_name='notebook_executions')
     op.drop_index('ix_notebook_executions_schedule_id', table_name='notebook_executions')
-    for column in ('not_before', 'retry_backoff_seconds', 'max_tries', 'try_number', 'retry_of', 'planned_for', 'schedule_id'):
+    for column in ('output_bytes', 'peak_memory_bytes', 'cpu_seconds', 'not_before', 'retry_backoff_seconds', 'max_tries', 'try_number', 'retry_of', 'planned_for', 'schedule_id'):
         op.drop_column('notebook_executions', column)
     op.drop_index('ix_schedules_due', table_name='schedules')
     op.drop_index('ix_schedules_notebook_id', table_name='schedules')

@@ -206,6 +206,9 @@ def finish(
     output_path: str | None = None,
     error_message: str | None = None,
     error_detail: Any = None,
+    cpu_seconds: float | None = None,
+    peak_memory_bytes: int | None = None,
+    output_bytes: int | None = None,
 ) -> bool:
     """Record the outcome, only if this worker still owns the running row."""
     res = db.execute(
@@ -217,7 +220,8 @@ def finish(
                    execution_time_seconds = CASE WHEN CAST(:d AS float) IS NULL THEN NULL
                                                  ELSE CAST(round(CAST(:d AS numeric)) AS int) END,
                    output_path = COALESCE(:o, output_path),
-                   error_message = :em, error_detail = CAST(:ed AS json)
+                   error_message = :em, error_detail = CAST(:ed AS json),
+                   cpu_seconds = :cpu, peak_memory_bytes = :mem, output_bytes = :ob
              WHERE id = :id AND status = 'running' AND worker_id = :w
             """
         ),
@@ -229,6 +233,9 @@ def finish(
             "ed": None if error_detail is None else _json(error_detail),
             "id": execution_id,
             "w": worker_id,
+            "cpu": cpu_seconds,
+            "mem": peak_memory_bytes,
+            "ob": output_bytes,
         },
     )
     if res.rowcount and status in RETRIED:  # type: ignore[attr-defined]

@@ -62,6 +62,10 @@ class Outcome:
     notebook: dict[str, Any] | None = None
     error_message: str | None = None
     error_detail: dict[str, Any] | None = None
+    # From the run's own process (warm runners: exec_api.services.warm._usage); None where the
+    # runner cannot tell (the in-process local runner's pooled kernels), never a guess.
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
 
 
 @dataclass
@@ -535,11 +539,16 @@ class SubprocessRunner:
         e = doc.get("error") if isinstance(doc.get("error"), dict) else None
         nb = doc.get("notebook") if isinstance(doc.get("notebook"), dict) else None
         msg = doc.get("error_message")
+        usage: dict[str, Any] = doc["usage"] if isinstance(doc.get("usage"), dict) else {}
+        cpu: Any = usage.get("cpu_seconds")
+        peak: Any = usage.get("peak_memory_bytes")
         return Outcome(
             status,
             notebook=nb,
             error_message=(msg if isinstance(msg, str) else None) or error_text(e),
             error_detail=e,
+            cpu_seconds=float(cpu) if type(cpu) in (int, float) and cpu >= 0 else None,
+            peak_memory_bytes=peak if type(peak) is int and peak >= 0 else None,
         )
 
 

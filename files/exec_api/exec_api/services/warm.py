@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import selectors
 import signal
 import sys
@@ -151,6 +152,7 @@ def _run_process(job_r: int, res_w: int, err_w: int, inherited: list[int]) -> No
             for r in ctx:
                 r.kill("ended")
             k.cleanup()
+        doc["usage"] = _usage()
         with os.fdopen(res_w, "wb") as out:
             emit(doc, out)
     except BaseException:  # noqa: BLE001 - never return into the server's loop
@@ -159,6 +161,30 @@ def _run_process(job_r: int, res_w: int, err_w: int, inherited: list[int]) -> No
         traceback.print_exc()
         os._exit(1)
     os._exit(0)
+
+
+def _usage() -> dict[str, float | int]:
+    """What the run used, from the kernel's rusage: this run process and the kernels it forked
+    or started (each reaped first, else the kernel does not count), CPU time (user + system)
+    and the peak resident memory of the largest of them (shared pages counted, as RSS does).
+    Processes a kernel left running past its end are killed with its group and not counted."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.01)
+    kids, me = (
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+        resource.getrusage(resource.RUSAGE_SELF),
+    )
+    cpu = kids.ru_utime + kids.ru_stime + me.ru_utime + me.ru_stime
+    return {
+        "cpu_seconds": round(cpu, 3),
+        "peak_memory_bytes": max(kids.ru_maxrss, me.ru_maxrss) * 1024,
+    }
 
 
 class Server:

@@ -459,3 +459,22 @@ def test_what_a_warm_runner_answers_is_checked(cfg, tmp_path, line, status, says
     else:
         assert out.notebook == {"honest": 1}
     r.close()
+
+
+def test_a_run_reports_the_cpu_and_memory_it_used(sub, tmp_path):
+    """A run that holds 200 MiB and burns a second of CPU says so (the kernel's rusage); a
+    tiny run says much less."""
+    hog = _nb(tmp_path, "import time\nx = bytearray(200 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\n"
+              "t = time.process_time()\nwhile time.process_time() - t < 1.0: pass", name="hog.ipynb")  # fmt: skip
+    tiny = _nb(tmp_path, "print(1)", name="tiny.ipynb")
+    big, small = sub.run(_job(hog), Control()), sub.run(_job(tiny), Control())
+    assert big.status == small.status == "succeeded", (big.error_message, small.error_message)
+    assert big.cpu_seconds is not None and big.cpu_seconds >= 1.0, big.cpu_seconds
+    assert big.peak_memory_bytes is not None and big.peak_memory_bytes >= 200 * 2**20, (
+        big.peak_memory_bytes
+    )
+    assert (
+        small.peak_memory_bytes is not None
+        and small.peak_memory_bytes < big.peak_memory_bytes - 150 * 2**20
+    )
+    assert small.cpu_seconds is not None and small.cpu_seconds < big.cpu_seconds - 0.5
