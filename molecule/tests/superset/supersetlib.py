@@ -12,7 +12,14 @@ from browser import sign_in
 ADMIN_GROUP = "platform-admins"  # superset_admin_group (its default; the inventory does not set it)
 USERS_GROUP = "platform-users"  # superset_users_group
 DASHBOARD = "notebook-executions"  # the provisioned dashboard's slug
-CHARTS = ("Runs per day", "Success rate", "Duration by notebook", "Latest failures")
+CHARTS = (
+    "Runs per day",
+    "Success rate",
+    "Duration by notebook",
+    "Latest failures",
+    "Resources by notebook and user",
+    "Runs by schedule",
+)
 # alice's two runs through the exec API: notebook name -> the status the run must end with.
 RUNS = {"superset-check-ok": "succeeded", "superset-check-fail": "failed"}
 CELLS = {"succeeded": "print(n * 2)", "failed": "raise RuntimeError('superset check: this run fails on purpose')"}

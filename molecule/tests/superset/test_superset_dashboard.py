@@ -1,5 +1,5 @@
 """The Notebook executions dashboard: alice runs one notebook that succeeds and one that fails
-through the exec API; the dashboard, as its viewers see it in the browser, draws its four charts
+through the exec API; the dashboard, as its viewers see it in the browser, draws its charts
 with those runs in them; Superset's REST API serves them; and the read-only database role behind
 it reads the executions view and nothing else.
 """
@@ -24,7 +24,7 @@ def test_alices_runs_end_as_they_should(executions):
 
 
 # ------------------------------------------------------------------------------ in the browser
-def test_dashboard_shows_its_title_and_four_charts(dashboard_page):
+def test_dashboard_shows_its_title_and_charts(dashboard_page):
     body = dashboard_page.inner_text("body")
     missing = [title for title in ("Notebook executions", *CHARTS) if title not in body]
     assert not missing, f"the dashboard page lacks {missing}"
@@ -38,7 +38,7 @@ def test_dashboard_lists_both_runs_and_no_chart_error(dashboard_page):
 
 
 # ------------------------------------------------------------------------------ REST API
-def test_dashboard_api_lists_its_four_charts(admin_session):
+def test_dashboard_api_lists_its_charts(admin_session):
     r = admin_session.get(f"/api/v1/dashboard/{DASHBOARD}/charts")
     names = sorted(c["slice_name"] for c in r.json()["result"]) if r.status_code == 200 else None
     assert names == sorted(CHARTS), f"GET /api/v1/dashboard/{DASHBOARD}/charts: HTTP {r.status_code}, {names}"
@@ -66,6 +66,27 @@ def test_dashboard_dataset_serves_alices_runs(admin_session, executions):
     rows = {row["notebook_name"]: (row["username"], row["status"]) for row in r.json()["result"][0]["data"]}
     want = {name: (ex["username"], ex["status"]) for name, ex in executions.items()}
     assert rows == want, f"the dataset has {rows} for the runs, expected {want}"
+
+
+def test_dashboard_dataset_serves_what_each_run_used(admin_session, executions):
+    """The figures the exec API measured (its systemd runner's kernels: CPU time, peak memory),
+    as the dashboard's dataset serves them for the Resources chart."""
+    r = admin_session.get(f"/api/v1/dashboard/{DASHBOARD}/datasets")
+    dataset = r.json()["result"][0]["id"]
+    query = {"columns": ["notebook_name", "cpu_seconds", "peak_memory_mib", "output_bytes"], "row_limit": 1000,
+             "filters": [{"col": "id", "op": "IN", "val": [ex["id"] for ex in executions.values()]}]}  # fmt: skip
+    body = {"datasource": {"id": dataset, "type": "table"}, "queries": [query], "force": True,
+            "result_format": "json", "result_type": "full"}  # fmt: skip
+    r = admin_session.post("/api/v1/chart/data", body)
+    assert r.status_code == 200, f"POST /api/v1/chart/data: HTTP {r.status_code} {r.text[:300]}"
+    rows = {row["notebook_name"]: row for row in r.json()["result"][0]["data"]}
+    for name, ex in executions.items():
+        row = rows[name]
+        assert row["cpu_seconds"] == ex["cpu_seconds"] and ex["cpu_seconds"] > 0, (name, row, ex["cpu_seconds"])
+        assert ex["peak_memory_bytes"] > 10 * 2**20, (name, ex["peak_memory_bytes"])  # a Python kernel's RSS at least
+        assert abs(float(row["peak_memory_mib"]) - ex["peak_memory_bytes"] / 2**20) < 0.01, (name, row)
+    ok = rows["superset-check-ok"]
+    assert ok["output_bytes"] > 0, ok
 
 
 # ------------------------------------------------------------------------------ the read-only role
