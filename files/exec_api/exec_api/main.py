@@ -19,7 +19,15 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exec_api import __version__
-from exec_api.api.routes import executions, legacy, meta, notebooks, parameters, schedules
+from exec_api.api.routes import (
+    executions,
+    legacy,
+    meta,
+    notebooks,
+    notifications,
+    parameters,
+    schedules,
+)
 from exec_api.core.config import Settings, get_settings
 from exec_api.core.db import get_sessionmaker
 from exec_api.core.security import Authenticator
@@ -68,7 +76,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    routers = (meta, legacy, notebooks, parameters, executions, schedules)
+    routers = (meta, legacy, notebooks, parameters, executions, schedules, notifications)
     for r in (m.router for m in routers):
         app.include_router(r)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -215,3 +215,62 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, nullable=False, server_default=UTC_NOW, onupdate=UTC_NOW
     )
+
+
+class NotificationSubscription(Base):
+    """A user's own notifications: a webhook (signed with its secret) or an e-mail address, for
+    the failures, successes or recoveries of their runs (all of them, one notebook's, or one
+    schedule's)."""
+
+    __tablename__ = "notification_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # webhook | email
+    target: Mapped[str] = mapped_column(String(2000), nullable=False)
+    # The webhook's HMAC key (shown once, at creation); NULL for e-mail.
+    secret: Mapped[str | None] = mapped_column(String(200))
+    notebook_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("notebooks.id", ondelete="CASCADE"), index=True
+    )
+    schedule_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("schedules.id", ondelete="CASCADE"), index=True
+    )
+    on_failure: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    on_success: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    on_recovery: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
+
+
+class NotificationDelivery(Base):
+    """One notification of one execution's event to one subscription, and its delivery."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "execution_id", "event", name="uq_delivery_once"),
+        Index(
+            "ix_deliveries_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("notification_subscriptions.id", ondelete="CASCADE"), nullable=False
+    )
+    execution_id: Mapped[int] = mapped_column(
+        Integer,
+        ForeignKey("notebook_executions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    event: Mapped[str] = mapped_column(String(20), nullable=False)  # failure | success | recovery
+    # pending | sending | sent | failed (attempts exhausted)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, server_default=UTC_NOW
+    )
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, server_default=UTC_NOW)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)

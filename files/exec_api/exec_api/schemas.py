@@ -411,3 +411,56 @@ class ScheduleResponse(BaseModel):
     last_planned_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+# ------------------------------------------------------------------------ notifications
+class SubscriptionCreate(BaseModel):
+    """A webhook (an https:// URL, signed with a secret shown once) or an e-mail address, for
+    your runs' failures (a failed or timed-out run with no retry to follow), successes and
+    recoveries; of one notebook, one schedule, or all of your runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["webhook", "email"]
+    target: Annotated[str, Field(min_length=3, max_length=2000), AfterValidator(_no_nul)]
+    notebook_id: Id | None = None
+    schedule_id: Id | None = None
+    on_failure: bool = True
+    on_success: bool = False
+    on_recovery: bool = True
+
+
+class SubscriptionResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    username: str
+    kind: str
+    target: str
+    notebook_id: int | None = None
+    schedule_id: int | None = None
+    on_failure: bool
+    on_success: bool
+    on_recovery: bool
+    enabled: bool
+    created_at: datetime
+
+
+class SubscriptionCreated(SubscriptionResponse):
+    secret: str | None = Field(
+        default=None,
+        description="webhooks: the key of X-Exec-Api-Signature (t=<unix>,v1=<hex HMAC-SHA256 of "
+        "'<t>.<body>'>); shown only now",
+    )
+
+
+class DeliveryResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    subscription_id: int
+    execution_id: int
+    event: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None
+    created_at: datetime
+    sent_at: datetime | None = None

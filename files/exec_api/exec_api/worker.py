@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from exec_api.core.config import Settings, get_settings
 from exec_api.models import NotebookParameter
-from exec_api.services import metrics, schedules
+from exec_api.services import metrics, notify, schedules
 from exec_api.services import queue as q
 from exec_api.services.engine import (
     DEFAULT_KERNEL,
@@ -75,6 +75,7 @@ class Worker:
         self._spawn(self._listen, "exec-listener")
         self._spawn(self._janitor, "exec-janitor")
         self._spawn(self._scheduler, "exec-scheduler")
+        self._spawn(self._notifier, "exec-notifier")
         for i in range(max(1, self.s.worker_concurrency)):
             self._spawn(self._slot, f"exec-slot-{i}")
         log.info(
@@ -172,6 +173,14 @@ class Worker:
                     log.info("scheduled executions %s", made)
             except Exception:  # noqa: BLE001 - keep the scheduler alive
                 log.exception("scheduler pass failed")
+
+    def _notifier(self) -> None:
+        """Sends due notifications (its own thread: a slow webhook never holds a run's slot)."""
+        while not self._stop.wait(self.s.notify_poll_seconds):
+            try:
+                notify.deliver_due(self.sf, self.s)
+            except Exception:  # noqa: BLE001 - keep the notifier alive
+                log.exception("notification pass failed")
 
     def cancel_local(self, execution_id: int) -> bool:
         with self._rlock:

@@ -97,19 +97,40 @@ def test_schedules_from_the_client_and_the_command_line(server, user, tmp_path):
     env = {"EXEC_API_URL": server, "EXEC_API_TOKEN_FILE": str(tokfile), "PATH": "/usr/bin:/bin"}
 
     def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "exec_api.cli", *args], cwd=PKG, env=env,
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "exec_api.cli", *args],
+            cwd=PKG,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return r.returncode, r.stdout, r.stderr
 
     code, out, err = cli("register", "sched.ipynb", "--name", "sched")
     assert code == 0, err
     nid = json.loads(out)["id"]
-    code, out, err = cli("schedule", str(nid), "0 6 * * 1-5", "--timezone", "Europe/Berlin",
-                         "-p", "n=4", "--retries", "2", "--overlap", "queue")  # fmt: skip
+    code, out, err = cli(
+        "schedule",
+        str(nid),
+        "0 6 * * 1-5",
+        "--timezone",
+        "Europe/Berlin",
+        "-p",
+        "n=4",
+        "--retries",
+        "2",
+        "--overlap",
+        "queue",
+    )
     assert code == 0, err
     sch = json.loads(out)
     assert (sch["cron"], sch["timezone"], sch["parameters"], sch["retry_attempts"]) == (
-        "0 6 * * 1-5", "Europe/Berlin", {"n": 4}, 2)  # fmt: skip
+        "0 6 * * 1-5",
+        "Europe/Berlin",
+        {"n": 4},
+        2,
+    )
     code, out, err = cli("schedule", str(nid), "0 6 * * * *")
     assert code == 2 and "422" in err and "five fields" in err
     code, out, err = cli("schedule", str(nid), "0 6 * * *", "--timezone", "Nowhere/Special")

@@ -1,4 +1,4 @@
-"""schedules, retries, resource accounting
+"""schedules, retries, resource accounting, notifications
 
 Revision ID: 0004
 Revises: 0003
@@ -11,6 +11,9 @@ Revises: 0003
   waits for its backoff). Rows from before are first tries of one try.
 * notebook_executions: what a run used (cpu_seconds, peak_memory_bytes, output_bytes); NULL for
   rows from before and where the runner cannot tell.
+* notification_subscriptions, notification_deliveries: a user's webhooks and e-mail addresses
+  for the failures, successes and recoveries of their runs, and each delivery (once per
+  subscription, execution and event).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -68,7 +71,46 @@ def upgrade() -> None:
                     unique=True, postgresql_where=sa.text('retry_of IS NULL AND planned_for IS NOT NULL'))
 
 
+    op.create_table(
+        'notification_subscriptions',
+        sa.Column('id', sa.Integer(), primary_key=True),
+        sa.Column('username', sa.String(length=100), nullable=False),
+        sa.Column('kind', sa.String(length=20), nullable=False),
+        sa.Column('target', sa.String(length=2000), nullable=False),
+        sa.Column('secret', sa.String(length=200), nullable=True),
+        sa.Column('notebook_id', sa.Integer(), sa.ForeignKey('notebooks.id', ondelete='CASCADE'), nullable=True),
+        sa.Column('schedule_id', sa.Integer(), sa.ForeignKey('schedules.id', ondelete='CASCADE'), nullable=True),
+        sa.Column('on_failure', sa.Boolean(), server_default=sa.text('true'), nullable=False),
+        sa.Column('on_success', sa.Boolean(), server_default=sa.text('false'), nullable=False),
+        sa.Column('on_recovery', sa.Boolean(), server_default=sa.text('true'), nullable=False),
+        sa.Column('enabled', sa.Boolean(), server_default=sa.text('true'), nullable=False),
+        sa.Column('created_at', sa.DateTime(), server_default=UTC_NOW, nullable=False),
+    )
+    op.create_index('ix_notification_subscriptions_username', 'notification_subscriptions', ['username'])
+    op.create_index('ix_notification_subscriptions_notebook_id', 'notification_subscriptions', ['notebook_id'])
+    op.create_index('ix_notification_subscriptions_schedule_id', 'notification_subscriptions', ['schedule_id'])
+    op.create_table(
+        'notification_deliveries',
+        sa.Column('id', sa.Integer(), primary_key=True),
+        sa.Column('subscription_id', sa.Integer(), sa.ForeignKey('notification_subscriptions.id', ondelete='CASCADE'), nullable=False),
+        sa.Column('execution_id', sa.Integer(), sa.ForeignKey('notebook_executions.id', ondelete='CASCADE'), nullable=False),
+        sa.Column('event', sa.String(length=20), nullable=False),
+        sa.Column('status', sa.String(length=20), server_default='pending', nullable=False),
+        sa.Column('attempts', sa.Integer(), server_default=sa.text('0'), nullable=False),
+        sa.Column('next_attempt_at', sa.DateTime(), server_default=UTC_NOW, nullable=False),
+        sa.Column('last_error', sa.Text(), nullable=True),
+        sa.Column('created_at', sa.DateTime(), server_default=UTC_NOW, nullable=False),
+        sa.Column('sent_at', sa.DateTime(), nullable=True),
+        sa.UniqueConstraint('subscription_id', 'execution_id', 'event', name='uq_delivery_once'),
+    )
+    op.create_index('ix_notification_deliveries_execution_id', 'notification_deliveries', ['execution_id'])
+    op.create_index('ix_deliveries_pending', 'notification_deliveries', ['next_attempt_at'],
+                    postgresql_where=sa.text("status = 'pending'"))
+
+
 def downgrade() -> None:
+    op.drop_table('notification_deliveries')
+    op.drop_table('notification_subscriptions')
     op.drop_index('uq_executions_schedule_planned', table_name='notebook_executions')
     op.drop_index('ix_notebook_executions_retry_of', table_name='notebook_executions')
     op.drop_index('ix_notebook_executions_schedule_id', table_name='notebook_executions')

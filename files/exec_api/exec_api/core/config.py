@@ -96,6 +96,27 @@ class Settings(BaseSettings):
     schedule_poll_seconds: float = Field(
         default=5.0, description="how often a worker looks for schedules that are due"
     )
+    notify_allowed_networks: list[str] = Field(
+        default=[],
+        description="networks (CIDR) a webhook may reach though they are private, loopback or "
+        "link-local (refused otherwise: a user's webhook must not reach the platform's insides)",
+    )
+    notify_timeout_seconds: float = Field(default=5.0, description="one webhook or SMTP call")
+    notify_max_attempts: int = Field(default=5, ge=1, description="deliveries of one notification")
+    notify_poll_seconds: float = 2.0
+    smtp_host: str | None = Field(
+        default=None, description="the relay e-mail goes through; none: off"
+    )
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "exec-api@localhost"
+    notify_email_domains: list[str] = Field(
+        default=[],
+        description="domains e-mail notifications may go to (a user's own organisation's): the "
+        "relay is the platform's, not an open one; empty: any",
+    )
     schedule_grace_seconds: int = Field(
         default=90,
         description="a planned time later than this when a worker sees it was missed (the "

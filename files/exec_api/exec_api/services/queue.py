@@ -25,6 +25,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from exec_api.models import NotebookExecution
+from exec_api.services import notify
 
 QUEUE_CHANNEL = "exec_api_queue"
 CANCEL_CHANNEL = "exec_api_cancel"
@@ -238,8 +239,9 @@ def finish(
             "ob": output_bytes,
         },
     )
-    if res.rowcount and status in RETRIED:  # type: ignore[attr-defined]
-        db.execute(_RETRY, {"id": execution_id})
+    if res.rowcount:  # type: ignore[attr-defined]
+        retried = status in RETRIED and bool(db.execute(_RETRY, {"id": execution_id}).rowcount)  # type: ignore[attr-defined]
+        notify.fan_out(db, execution_id, status, retried)
     # A slot is free, and this user may be below the running cap again: wake every worker.
     db.execute(text("SELECT pg_notify(:c, '')"), {"c": QUEUE_CHANNEL})
     db.commit()

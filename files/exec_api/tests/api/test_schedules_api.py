@@ -29,20 +29,28 @@ def report(app_client, user) -> int:
     user.notebook(
         "report.ipynb", "print(f'{region} {month}')", params="month = 1\nregion = 'north'"
     )
-    r = app_client.post("/db/notebooks", headers=user.headers,
-                        json={"name": "report", "file_path": "report.ipynb"})  # fmt: skip
+    r = app_client.post(
+        "/db/notebooks", headers=user.headers, json={"name": "report", "file_path": "report.ipynb"}
+    )
     assert r.status_code == 201, r.text
     nid = r.json()["id"]
     month = next(p for p in r.json()["parameters"] if p["param_name"] == "month")
-    r = app_client.put(f"/db/parameters/{month['id']}", headers=user.headers,
-                       json={"validation_rules": {"min": 1, "max": 12}})  # fmt: skip
+    r = app_client.put(
+        f"/db/parameters/{month['id']}",
+        headers=user.headers,
+        json={"validation_rules": {"min": 1, "max": 12}},
+    )
     assert r.status_code == 200, r.text
     return nid
 
 
 def body(nid: int, **over):
-    return {"notebook_id": nid, "cron": "0 6 1 * *", "timezone": "Europe/Berlin",
-            "parameters": {"month": 3, "region": "south"}} | over  # fmt: skip
+    return {
+        "notebook_id": nid,
+        "cron": "0 6 1 * *",
+        "timezone": "Europe/Berlin",
+        "parameters": {"month": 3, "region": "south"},
+    } | over
 
 
 def test_create_read_change_pause_resume_delete(app_client, user, report):
@@ -50,7 +58,11 @@ def test_create_read_change_pause_resume_delete(app_client, user, report):
     assert r.status_code == 201, r.text
     sch = r.json()
     assert (sch["username"], sch["cron"], sch["overlap_policy"], sch["catchup_policy"]) == (
-        user.name, "0 6 1 * *", "skip", "latest")  # fmt: skip
+        user.name,
+        "0 6 1 * *",
+        "skip",
+        "latest",
+    )
     nxt = dt.datetime.fromisoformat(sch["next_run_at"])
     assert nxt > dt.datetime.now(dt.UTC).replace(tzinfo=None) and nxt.minute == 0
     sid = sch["id"]
@@ -123,8 +135,12 @@ def test_someone_elses_notebook_and_schedule_are_not_found(
         ("POST", "/pause"),
         ("POST", "/run"),
     ]:
-        r = app_client.request(method, f"/db/schedules/{sid}{path}", headers=bob.headers,
-                               json={} if method == "PUT" else None)  # fmt: skip
+        r = app_client.request(
+            method,
+            f"/db/schedules/{sid}{path}",
+            headers=bob.headers,
+            json={} if method == "PUT" else None,
+        )
         assert r.status_code == 404, (method, path, r.status_code)
     assert app_client.get(f"/db/schedules/user/{user.name}", headers=bob.headers).status_code == 403
     assert app_client.get("/db/schedules", headers=bob.headers).json() == []

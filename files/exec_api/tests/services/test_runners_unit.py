@@ -464,8 +464,9 @@ def test_what_a_warm_runner_answers_is_checked(cfg, tmp_path, line, status, says
 def test_a_run_reports_the_cpu_and_memory_it_used(sub, tmp_path):
     """A run that holds 200 MiB and burns a second of CPU says so (the kernel's rusage); a
     tiny run says much less."""
-    hog = _nb(tmp_path, "import time\nx = bytearray(200 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\n"
-              "t = time.process_time()\nwhile time.process_time() - t < 1.0: pass", name="hog.ipynb")  # fmt: skip
+    burn = "t = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+    hold = "x = bytearray(200 * 2**20)\nx[::4096] = b'1' * len(x[::4096])"
+    hog = _nb(tmp_path, "import time\n" + hold + "\n" + burn, name="hog.ipynb")
     tiny = _nb(tmp_path, "print(1)", name="tiny.ipynb")
     big, small = sub.run(_job(hog), Control()), sub.run(_job(tiny), Control())
     assert big.status == small.status == "succeeded", (big.error_message, small.error_message)

@@ -50,8 +50,12 @@ def schedule(sf, user, settings):
         nid = nb.id
 
     def make(**fields: Any) -> int:
-        values: dict[str, Any] = {"cron": "* * * * *", "timezone": "UTC", "parameters": {"n": 2},
-                                  "next_run_at": T0} | fields  # fmt: skip
+        values: dict[str, Any] = {
+            "cron": "* * * * *",
+            "timezone": "UTC",
+            "parameters": {"n": 2},
+            "next_run_at": T0,
+        } | fields
         with sf() as db:
             sch = Schedule(username=user.name, notebook_id=nid, **values)
             db.add(sch)
@@ -116,8 +120,15 @@ def test_the_database_refuses_a_second_first_try_of_an_instant(sf, settings, sch
     fire(sf, settings, T0)
     [ex] = runs(sf, sid)
     with sf() as db, pytest.raises(IntegrityError, match="uq_executions_schedule_planned"):
-        db.add(NotebookExecution(username=ex.username, input_path="x", status="queued",
-                                 schedule_id=sid, planned_for=T0))  # fmt: skip
+        db.add(
+            NotebookExecution(
+                username=ex.username,
+                input_path="x",
+                status="queued",
+                schedule_id=sid,
+                planned_for=T0,
+            )
+        )
         db.commit()
 
 
