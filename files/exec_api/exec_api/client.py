@@ -23,12 +23,15 @@ from typing import Any
 import httpx
 
 from exec_api.schemas import (
+    DeliveryResponse,
     ExecutionHistoryResponse,
     ExecutionSubmitted,
     NotebookResponse,
     NotebookWithParameters,
     ParameterResponse,
     ScheduleResponse,
+    SubscriptionCreated,
+    SubscriptionResponse,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8002"
@@ -279,3 +282,22 @@ class ExecApiClient:
 
     def delete_schedule(self, schedule_id: int) -> None:
         self._req("DELETE", f"/db/schedules/{schedule_id}")
+
+    # -- notifications -------------------------------------------------------------------
+    def subscribe(self, kind: str, target: str, **fields: Any) -> SubscriptionCreated:
+        """A webhook or e-mail address for your runs (``notebook_id``, ``schedule_id``,
+        ``on_failure``, ``on_success``, ``on_recovery``); a webhook's secret is in the answer."""
+        body = {"kind": kind, "target": target, **fields}
+        r = self._req("POST", "/db/notifications", json=body)
+        return SubscriptionCreated.model_validate(r.json())
+
+    def subscriptions(self) -> list[SubscriptionResponse]:
+        r = self._req("GET", "/db/notifications")
+        return [SubscriptionResponse.model_validate(x) for x in r.json()]
+
+    def deliveries(self, subscription_id: int) -> list[DeliveryResponse]:
+        r = self._req("GET", f"/db/notifications/{subscription_id}/deliveries")
+        return [DeliveryResponse.model_validate(x) for x in r.json()]
+
+    def unsubscribe(self, subscription_id: int) -> None:
+        self._req("DELETE", f"/db/notifications/{subscription_id}")
