@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exec_api import __version__
@@ -34,6 +35,30 @@ from exec_api.core.security import Authenticator
 from exec_api.services.metrics import register_queue_collector
 
 log = logging.getLogger("exec_api")
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def docs_page(app: FastAPI) -> None:
+    """Swagger UI at /docs with its scripts and styles from this host (fastapi-swagger's vendored
+    swagger-ui-dist 5, which reads OpenAPI 3.1): no CDN to trust, and a page that works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    assets = importlib.resources.files("fastapi_swagger") / "resources"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> FastAPI:
@@ -66,7 +91,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
         description="Notebook registry, typed parameters, safe and fast notebook execution, "
         "execution history.  Every endpoint but /health needs a bearer token.",
         lifespan=lifespan,
+        docs_url=None,  # served below, from the host
+        redoc_url=None,
     )
+    docs_page(app)
     # Added first, so CORS (added after it) wraps it and its 422 answers carry CORS headers.
     app.add_middleware(CheckedJsonMiddleware)
     if settings.cors_origins:
