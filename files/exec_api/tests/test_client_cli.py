@@ -53,8 +53,8 @@ def test_client_flow(server, user, tmp_path):
         assert ei.value.status_code == 422 and ei.value.detail["parameter"] == "bogus"
 
 
-def test_cli(server, user, tmp_path):
-    user.notebook("cli.ipynb", "print(str(n) * 2)", params="n = 1")
+def command_line(server, user, tmp_path):
+    """cli(*args) -> (exit code, stdout, stderr) of `exec-api` as the user (token in a file)."""
     tokfile = tmp_path / "tok"
     tokfile.write_text(user.headers["Authorization"].split()[1])
     env = {"EXEC_API_URL": server, "EXEC_API_TOKEN_FILE": str(tokfile), "PATH": "/usr/bin:/bin"}
@@ -69,6 +69,13 @@ def test_cli(server, user, tmp_path):
             timeout=120,
         )
         return r.returncode, r.stdout, r.stderr
+
+    return cli
+
+
+def test_cli(server, user, tmp_path):
+    user.notebook("cli.ipynb", "print(str(n) * 2)", params="n = 1")
+    cli = command_line(server, user, tmp_path)
 
     code, out, err = cli("register", "cli.ipynb", "--name", "cli")
     assert code == 0, err
@@ -92,20 +99,7 @@ def test_cli(server, user, tmp_path):
 
 def test_schedules_from_the_client_and_the_command_line(server, user, tmp_path):
     user.notebook("sched.ipynb", "print(str(n) * 3)", params="n = 1")
-    tokfile = tmp_path / "tok"
-    tokfile.write_text(user.headers["Authorization"].split()[1])
-    env = {"EXEC_API_URL": server, "EXEC_API_TOKEN_FILE": str(tokfile), "PATH": "/usr/bin:/bin"}
-
-    def cli(*args):
-        r = subprocess.run(
-            [sys.executable, "-m", "exec_api.cli", *args],
-            cwd=PKG,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return r.returncode, r.stdout, r.stderr
+    cli = command_line(server, user, tmp_path)
 
     code, out, err = cli("register", "sched.ipynb", "--name", "sched")
     assert code == 0, err

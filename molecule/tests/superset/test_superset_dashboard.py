@@ -53,17 +53,23 @@ def test_each_status_has_a_colour_that_reads_at_a_glance(admin_session):
     assert {"timed_out", "cancelled", "skipped"} <= colours.keys(), colours
 
 
-def test_dashboard_dataset_serves_alices_runs(admin_session, executions):
-    r = admin_session.get(f"/api/v1/dashboard/{DASHBOARD}/datasets")
+def dataset_rows(session, executions: dict[str, dict], columns: list[str]) -> list[dict]:
+    """The dashboard's dataset's rows for these runs, through Superset's chart data API."""
+    r = session.get(f"/api/v1/dashboard/{DASHBOARD}/datasets")
     assert r.status_code == 200 and len(r.json()["result"]) == 1, f"the dashboard's datasets: HTTP {r.status_code}"
     dataset = r.json()["result"][0]["id"]
-    query = {"columns": ["id", "notebook_name", "username", "status"], "row_limit": 1000,
+    query = {"columns": columns, "row_limit": 1000,
              "filters": [{"col": "id", "op": "IN", "val": [ex["id"] for ex in executions.values()]}]}  # fmt: skip
     body = {"datasource": {"id": dataset, "type": "table"}, "queries": [query], "force": True,
             "result_format": "json", "result_type": "full"}  # fmt: skip
-    r = admin_session.post("/api/v1/chart/data", body)
+    r = session.post("/api/v1/chart/data", body)
     assert r.status_code == 200, f"POST /api/v1/chart/data: HTTP {r.status_code} {r.text[:300]}"
-    rows = {row["notebook_name"]: (row["username"], row["status"]) for row in r.json()["result"][0]["data"]}
+    return r.json()["result"][0]["data"]
+
+
+def test_dashboard_dataset_serves_alices_runs(admin_session, executions):
+    data = dataset_rows(admin_session, executions, ["id", "notebook_name", "username", "status"])
+    rows = {row["notebook_name"]: (row["username"], row["status"]) for row in data}
     want = {name: (ex["username"], ex["status"]) for name, ex in executions.items()}
     assert rows == want, f"the dataset has {rows} for the runs, expected {want}"
 
@@ -71,15 +77,8 @@ def test_dashboard_dataset_serves_alices_runs(admin_session, executions):
 def test_dashboard_dataset_serves_what_each_run_used(admin_session, executions):
     """The figures the exec API measured (its systemd runner's kernels: CPU time, peak memory),
     as the dashboard's dataset serves them for the Resources chart."""
-    r = admin_session.get(f"/api/v1/dashboard/{DASHBOARD}/datasets")
-    dataset = r.json()["result"][0]["id"]
-    query = {"columns": ["notebook_name", "cpu_seconds", "peak_memory_mib", "output_bytes"], "row_limit": 1000,
-             "filters": [{"col": "id", "op": "IN", "val": [ex["id"] for ex in executions.values()]}]}  # fmt: skip
-    body = {"datasource": {"id": dataset, "type": "table"}, "queries": [query], "force": True,
-            "result_format": "json", "result_type": "full"}  # fmt: skip
-    r = admin_session.post("/api/v1/chart/data", body)
-    assert r.status_code == 200, f"POST /api/v1/chart/data: HTTP {r.status_code} {r.text[:300]}"
-    rows = {row["notebook_name"]: row for row in r.json()["result"][0]["data"]}
+    data = dataset_rows(admin_session, executions, ["notebook_name", "cpu_seconds", "peak_memory_mib", "output_bytes"])
+    rows = {row["notebook_name"]: row for row in data}
     for name, ex in executions.items():
         row = rows[name]
         assert row["cpu_seconds"] == ex["cpu_seconds"] and ex["cpu_seconds"] > 0, (name, row, ex["cpu_seconds"])

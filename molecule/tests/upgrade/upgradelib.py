@@ -151,6 +151,27 @@ def differences(before: dict[str, str], after: dict[str, str]) -> dict[str, tupl
     return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
 
 
+def data_digest(hub: Hub) -> str:
+    """The sha256 of alice's data file as her own server's kernel reads it."""
+    kernel = hub.kernel()
+    try:
+        code = "import hashlib, os; print(hashlib.sha256(open(os.path.expanduser(" \
+               "'~/results/measurements.bin'), 'rb').read()).hexdigest())"  # fmt: skip
+        return kernel.run(code).strip()
+    finally:
+        kernel.close()
+
+
+def dashboard_title(browser, domain: str, ca: str, person: dict, dashboard_id: int) -> str | None:
+    """The title of a dashboard as the person sees it in Superset (after a login), None if not."""
+    session = SupersetSession(browser, f"https://superset.{domain}", ca, person)
+    try:
+        r = session.get(f"/api/v1/dashboard/{dashboard_id}")
+    finally:
+        session.close()
+    return r.json()["result"]["dashboard_title"] if r.status_code == 200 else None
+
+
 def changed_tasks(output: str) -> list[str]:
     """The tasks an ansible-playbook run reported changed (for a failed idempotence check)."""
     found, task = [], ""

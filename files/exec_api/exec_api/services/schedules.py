@@ -38,7 +38,7 @@ from exec_api.schemas import ScheduleCreate, ScheduleUpdate, SubmitExecution
 from exec_api.services import queue as q
 from exec_api.services.access import can_see, get_notebook, not_found
 from exec_api.services.cron import check_zone, planned
-from exec_api.services.submissions import Prepared, prepare
+from exec_api.services.submissions import Prepared, enqueue, prepare
 
 log = logging.getLogger("exec_api.schedules")
 ACTIVE = ("queued", "running")
@@ -141,27 +141,15 @@ def run_now(
     """One run of the schedule now, outside its plan (no planned instant; retries as planned)."""
     sch = get_schedule(db, principal, schedule_id)
     run = _check(db, settings, principal, sch)
-    try:
-        ex = q.submit(
-            db,
-            username=run.owner,
-            input_path=run.rel,
-            notebook_id=sch.notebook_id,
-            parameters=run.values,
-            timeout_seconds=run.timeout,
-            runner=settings.runner,
-            max_queued=settings.max_queued_per_user,
-            report_mode=sch.report_mode,
-            schedule_id=sch.id,
-            max_tries=sch.retry_attempts + 1,
-            retry_backoff_seconds=sch.retry_backoff_seconds,
-        )
-    except q.QueueFull as e:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            str(e),
-            headers={"Retry-After": str(settings.queue_retry_after_seconds)},
-        ) from e
+    ex = enqueue(
+        db,
+        settings,
+        run,
+        report_mode=sch.report_mode,
+        schedule_id=sch.id,
+        max_tries=sch.retry_attempts + 1,
+        retry_backoff_seconds=sch.retry_backoff_seconds,
+    )
     return ex
 
 

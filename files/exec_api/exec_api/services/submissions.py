@@ -46,8 +46,15 @@ def submit(
     A registered notebook's parameters are refreshed from its file first.
     """
     run = prepare(db, settings, principal, sub)
+    ex = enqueue(db, settings, run, report_mode=sub.report_mode)
+    return submitted(ex)
+
+
+def enqueue(db: Session, settings: Settings, run: Prepared, **fields: Any) -> NotebookExecution:
+    """Queue a prepared run (``fields``: q.submit's report_mode, schedule_id, ...); 429 with
+    Retry-After when its owner's queue is full."""
     try:
-        ex = q.submit(
+        return q.submit(
             db,
             username=run.owner,
             input_path=run.rel,
@@ -56,7 +63,7 @@ def submit(
             timeout_seconds=run.timeout,
             runner=settings.runner,
             max_queued=settings.max_queued_per_user,
-            report_mode=sub.report_mode,
+            **fields,
         )
     except q.QueueFull as e:
         raise HTTPException(
@@ -64,7 +71,6 @@ def submit(
             str(e),
             headers={"Retry-After": str(settings.queue_retry_after_seconds)},
         ) from e
-    return submitted(ex)
 
 
 def prepare(
