@@ -4,14 +4,13 @@ order (the user with the fewest running runs, then the oldest), with several wor
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from freshdb import fresh_database
-from sqlalchemy import create_engine, text
+from freshdb import fresh_sessions
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from exec_api.services import queue as q
@@ -19,9 +18,7 @@ from exec_api.services import queue as q
 
 @pytest.fixture
 def sf(pg: Any) -> Iterator[sessionmaker[Session]]:
-    eng = create_engine(fresh_database(pg, f"fair_{uuid.uuid4().hex[:8]}"), pool_size=20)
-    yield sessionmaker(bind=eng, expire_on_commit=False)
-    eng.dispose()
+    yield from fresh_sessions(pg, "fair")
 
 
 def submit(

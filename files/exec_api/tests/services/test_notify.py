@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from freshdb import fresh_database
+from freshdb import fresh_sessions
 from pg import free_port
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from exec_api.core.config import Settings
@@ -78,9 +78,7 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
 
 @pytest.fixture
 def sf(pg: Any) -> Iterator[sessionmaker[Session]]:
-    eng = create_engine(fresh_database(pg, f"notify_{uuid.uuid4().hex[:8]}"), pool_size=10)
-    yield sessionmaker(bind=eng, expire_on_commit=False)
-    eng.dispose()
+    yield from fresh_sessions(pg, "notify")
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from freshdb import fresh_database
-from sqlalchemy import create_engine, select, text
+from freshdb import fresh_sessions
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,9 +26,7 @@ T0 = dt.datetime(2026, 6, 1, 12, 0)  # a Monday, noon UTC
 
 @pytest.fixture
 def sf(pg: Any) -> Iterator[sessionmaker[Session]]:
-    eng = create_engine(fresh_database(pg, f"sched_{uuid.uuid4().hex[:8]}"), pool_size=20)
-    yield sessionmaker(bind=eng, expire_on_commit=False)
-    eng.dispose()
+    yield from fresh_sessions(pg, "sched")
 
 
 @pytest.fixture
