@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         description="domains e-mail notifications may go to (a user's own organisation's): the "
         "relay is the platform's, not an open one; empty: any",
     )
+    max_schedules_per_user: int = Field(
+        default=50, ge=0, description="schedules one user may have (each plans runs on its own)"
+    )
+    max_subscriptions_per_user: int = Field(
+        default=20, ge=0, description="notification subscriptions one user may have"
+    )
     schedule_grace_seconds: int = Field(
         default=90,
         description="a planned time later than this when a worker sees it was missed (the "

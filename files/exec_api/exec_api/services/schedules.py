@@ -73,6 +73,13 @@ def _check(db: Session, settings: Settings, principal: Principal, sch: Schedule)
 
 def create(db: Session, settings: Settings, principal: Principal, body: ScheduleCreate) -> Schedule:
     nb = get_notebook(db, principal, body.notebook_id)
+    have = db.execute(select(func.count()).where(Schedule.username == nb.username)).scalar() or 0
+    if have >= settings.max_schedules_per_user:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"{nb.username} has {have} schedules, the most one user may have "
+            "(EXEC_API_MAX_SCHEDULES_PER_USER): delete one first",
+        )
     data = body.model_dump()
     sch = Schedule(username=nb.username, **data)
     _check(db, settings, principal, sch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import HTTPException, status
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from exec_api.core.config import Settings
@@ -27,6 +27,18 @@ def create(
 ) -> SubscriptionCreated:
     """Your own subscription: to your own notebook or schedule (404 otherwise), to a target the
     platform will send to (422 naming the field otherwise)."""
+    have = (
+        db.execute(
+            select(func.count()).where(NotificationSubscription.username == principal.username)
+        ).scalar()
+        or 0
+    )
+    if have >= settings.max_subscriptions_per_user:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"you have {have} subscriptions, the most one user may have "
+            "(EXEC_API_MAX_SUBSCRIPTIONS_PER_USER): delete one first",
+        )
     if body.notebook_id is not None:
         get_notebook(db, principal, body.notebook_id)
     if body.schedule_id is not None:

@@ -178,3 +178,24 @@ def test_a_due_schedule_is_fired_by_the_worker(app_client, user, report, db_url)
     assert ex["status"] == "succeeded" and ex["planned_for"] == due.isoformat(), ex
     out = app_client.get(f"/db/executions/{ex['id']}/output", headers=user.headers).text
     assert "south 3" in out
+
+
+def test_a_user_may_have_so_many_schedules_and_subscriptions(
+    app_client, user, report, db_url, monkeypatch
+):
+    from exec_api.core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_schedules_per_user", 2)
+    monkeypatch.setattr(get_settings(), "max_subscriptions_per_user", 1)
+    for _ in range(2):
+        assert (
+            app_client.post("/db/schedules", headers=user.headers, json=body(report)).status_code
+            == 201
+        )
+    r = app_client.post("/db/schedules", headers=user.headers, json=body(report))
+    assert r.status_code == 409 and "EXEC_API_MAX_SCHEDULES_PER_USER" in r.json()["detail"]
+    assert _count(db_url, user.name) == 2
+    hook = {"kind": "webhook", "target": "https://1.1.1.1/h"}
+    assert app_client.post("/db/notifications", headers=user.headers, json=hook).status_code == 201
+    r = app_client.post("/db/notifications", headers=user.headers, json=hook)
+    assert r.status_code == 409 and "EXEC_API_MAX_SUBSCRIPTIONS_PER_USER" in r.json()["detail"]
