@@ -31,7 +31,7 @@ DROPPED = {"jupyterhub.api_tokens", "superset.logs"}
 @pytest.fixture(scope="session")
 def after(upgraded, bk, work, api_url, ca, provider_tokens) -> dict:
     assert upgraded["first"].rc == 0, "the upgrade failed"
-    return state(bk, work, api_url, ca, provider_tokens["alice"])
+    return state(bk, work, api_url, ca, provider_tokens["alice"], columns=work.before["columns"])
 
 
 def test_the_current_code_converges_over_the_previous_release(upgraded):

@@ -79,7 +79,7 @@ def back(moved, bk, work, browser, provider, exec_api_client, users, api_url, ca
     assert moved["restored"] is not None and moved["restored"].rc == 0, "the restore failed"
     login = code_flow(browser, provider, exec_api_client, users["alice"])  # the provider is new too
     login.context.close()
-    return state(bk, work, api_url, ca, login.tokens["access_token"])
+    return state(bk, work, api_url, ca, login.tokens["access_token"], columns=moved["at_backup"]["columns"])
 
 
 def test_the_host_is_a_new_machine(moved, bk):

@@ -91,18 +91,32 @@ KEPT_ROWS = {
 }
 
 
-def table_sums(bk) -> dict[str, str]:
-    """'db.table' -> 'rows:md5' for every table of every service database (the md5 of its rows as
-    text, in a fixed order), and of the rows of KEPT_ROWS."""
+def table_columns(bk) -> dict[str, list[str]]:
+    """'db.table' -> its columns in order, for every table of every service database."""
+    out: dict[str, list[str]] = {}
+    query = ("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+             "ORDER BY table_name, ordinal_position")  # fmt: skip
+    for db in DATABASES:
+        for line in sql(bk, db, query).splitlines():
+            table, column = line.split("|", 1)
+            out.setdefault(f"{db}.{table}", []).append(column)
+    return out
+
+
+def table_sums(bk, columns: dict[str, list[str]]) -> dict[str, str]:
+    """'db.table' -> 'rows:md5' for every table of `columns` (the md5 of its rows, those columns
+    only, as text, in a fixed order: a migration that adds a column or a table changes no sum),
+    and of the rows of KEPT_ROWS."""
     out = {}
     for name, (db, query) in KEPT_ROWS.items():
         out[name] = sql(bk, db, f"SELECT count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' "
                                 f"ORDER BY x::text)), '-') FROM ({query}) x")  # fmt: skip
     for db in DATABASES:
-        tables = sql(bk, db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
+        tables = {k.split(".", 1)[1]: v for k, v in columns.items() if k.startswith(db + ".")}
         query = " UNION ALL ".join(
             f"SELECT '{t}', count(*) || ':' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') "
-            f"FROM public.{t} x" for t in tables)  # fmt: skip
+            f"FROM (SELECT {', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)} FROM public.{t}) x"
+            for t, cols in sorted(tables.items()))  # fmt: skip
         for line in sql(bk, db, query).splitlines():
             name, value = line.split("|", 1)
             out[f"{db}.{name}"] = value
@@ -131,8 +145,11 @@ def history(api_url: str, ca: str, token: str, notebook_id: int) -> list[dict]:
     return sorted(runs, key=lambda r: r["id"])
 
 
-def state(bk, work: Work, api_url: str, ca: str, token: str) -> dict:
-    return {"tables": table_sums(bk), "files": file_sums(bk),
+def state(bk, work: Work, api_url: str, ca: str, token: str, columns: dict[str, list[str]] | None = None) -> dict:
+    """The state to compare: `columns` those of an earlier state (an upgrade may add some), else
+    the tables' own now."""
+    columns = columns or table_columns(bk)
+    return {"tables": table_sums(bk, columns), "columns": columns, "files": file_sums(bk),
             "history": history(api_url, ca, token, work.notebook_id)}  # fmt: skip
 
 
