@@ -118,7 +118,7 @@ class NotebookExecution(Base):
             "schedule_id",
             "planned_for",
             unique=True,
-            postgresql_where=text("retry_of IS NULL AND planned_for IS NOT NULL"),
+            postgresql_where=text("try_number = 1 AND planned_for IS NOT NULL"),
         ),
     )
 
@@ -153,7 +153,9 @@ class NotebookExecution(Base):
     # --- schedules and retries (0004) ----------------------------------------------
     # The schedule that planned this run and the planned instant it is for (a "run now" of a
     # schedule has no planned instant). One first try per schedule and instant: the unique
-    # index below is what makes firing exactly-once across workers and hosts.
+    # index below is what makes firing exactly-once across workers and hosts. It is keyed on
+    # try_number, not retry_of: deleting a first try (retention) nulls its retries' retry_of,
+    # and two retries of one instant must not then collide.
     schedule_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("schedules.id", ondelete="SET NULL"), index=True
     )

@@ -362,7 +362,7 @@ class ScheduleCreate(BaseModel):
     paused: bool = False
     overlap_policy: OverlapPolicy = Field(default="skip", description=_POLICIES["overlap_policy"])
     catchup_policy: CatchupPolicy = Field(default="latest", description=_POLICIES["catchup_policy"])
-    catchup_max: Annotated[int, Field(ge=1, le=1000)] = 10
+    catchup_max: Annotated[int, Field(ge=1, le=100)] = 10
     retry_attempts: Annotated[int, Field(ge=0, le=10)] = Field(
         default=0, description=_POLICIES["retry_attempts"]
     )
@@ -373,6 +373,18 @@ class ScheduleUpdate(BaseModel):
     """Only the fields given change; ``notebook_id`` cannot (make a new schedule)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """A field given as null would erase a value the schedule needs (name, timeout and
+        ends_at may be null: none, the default, no end)."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if value is None and name not in ("name", "timeout_seconds", "ends_at"):
+                    raise ValueError(f"{name} cannot be null: leave it out to keep it")
+        return data
+
     name: Name | None = None
     cron: Cron | None = None
     timezone: Zone | None = None
@@ -382,7 +394,7 @@ class ScheduleUpdate(BaseModel):
     ends_at: Instant | None = None
     overlap_policy: OverlapPolicy | None = None
     catchup_policy: CatchupPolicy | None = None
-    catchup_max: Annotated[int, Field(ge=1, le=1000)] | None = None
+    catchup_max: Annotated[int, Field(ge=1, le=100)] | None = None
     retry_attempts: Annotated[int, Field(ge=0, le=10)] | None = None
     retry_backoff_seconds: Annotated[int, Field(ge=1, le=86_400)] | None = None
 

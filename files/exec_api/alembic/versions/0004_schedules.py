@@ -68,7 +68,7 @@ def upgrade() -> None:
     op.create_index('ix_notebook_executions_schedule_id', 'notebook_executions', ['schedule_id'])
     op.create_index('ix_notebook_executions_retry_of', 'notebook_executions', ['retry_of'])
     op.create_index('uq_executions_schedule_planned', 'notebook_executions', ['schedule_id', 'planned_for'],
-                    unique=True, postgresql_where=sa.text('retry_of IS NULL AND planned_for IS NOT NULL'))
+                    unique=True, postgresql_where=sa.text('try_number = 1 AND planned_for IS NOT NULL'))
 
 
     op.create_table(

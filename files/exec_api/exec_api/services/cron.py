@@ -18,6 +18,7 @@ Instants are naive UTC datetimes, as every timestamp the exec API stores.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,6 +47,11 @@ def check_cron(expr: str) -> str:
             f"a cron expression has five fields ({FIELDS}); {expr!r} has {len(fields)}",
         )
     normal = " ".join(fields)
+    if any(re.match(r"[RrHh](\(|/|$)", part) for f in fields for part in f.split(",")):
+        raise ScheduleInputError(
+            "cron",
+            f"{expr!r}: random (R) and hashed (H) fields are not supported; name the times",
+        )
     try:
         croniter(normal, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
     except (CroniterError, ValueError, KeyError) as e:
@@ -59,7 +65,7 @@ def check_zone(name: str) -> ZoneInfo:
         if not name or name.startswith(("/", ".")) or ".." in name:
             raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as e:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # OSError: a directory (America)
         raise ScheduleInputError(
             "timezone", f"no time zone {name!r}: give an IANA name such as UTC or Europe/Berlin"
         ) from e

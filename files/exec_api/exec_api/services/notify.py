@@ -32,6 +32,7 @@ import secrets
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from email.message import EmailMessage
 from typing import Any
@@ -53,7 +54,9 @@ log = logging.getLogger("exec_api.notify")
 CHANNEL = "exec_api_notify"
 LEASE = 300  # seconds a delivery being sent is not taken by another sender
 FAILED = ("failed", "timed_out")
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
+# Plain ASCII addresses only: no encoded words (=?...?=) a header would decode into more
+# recipients, no routing characters (% !), no quoting.
+_EMAIL = re.compile(r"[A-Za-z0-9._+-]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)")
 
 
 class TargetRefused(ValueError):
@@ -69,11 +72,29 @@ class DeliveryError(Exception):
 
 
 # ------------------------------------------------------------------------ targets
+# Public-looking IPv6 ranges that carry (or route to) IPv4 addresses, and old site-local space:
+# refused unless an operator allows them (a NAT64 gateway turns 64:ff9b::a9fe:a9fe into
+# 169.254.169.254).
+_DENIED = [ipaddress.ip_network(n) for n in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+                                              "2001::/32", "fec0::/10")]  # fmt: skip
+WEBHOOK_PORTS = (80, 443)
+
+
 def _allowed(settings: Settings, ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
     if any(addr in ipaddress.ip_network(n, strict=False) for n in settings.notify_allowed_networks):
         return True
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return _allowed(settings, str(addr.ipv4_mapped))
+        if any(addr in n for n in _DENIED):
+            return False
     return addr.is_global and not addr.is_multicast
+
+
+def _in_allowed_networks(settings: Settings, ips: list[str]) -> bool:
+    nets = [ipaddress.ip_network(n, strict=False) for n in settings.notify_allowed_networks]
+    return all(any(ipaddress.ip_address(ip) in n for n in nets) for ip in ips)
 
 
 def addresses(settings: Settings, host: str, port: int) -> list[str]:
@@ -101,15 +122,22 @@ def check_target(settings: Settings, kind: str, target: str) -> str:
             raise TargetRefused("target", "a webhook is an http:// or https:// URL with a host")
         if u.username or u.password:
             raise TargetRefused("target", "a webhook URL carries no user or password")
+        if not target.isascii() or any(ord(c) < 33 or ord(c) == 127 for c in target):
+            raise TargetRefused(
+                "target", "a webhook URL is ASCII without spaces or control characters"
+            )
         try:
             port = u.port or (443 if u.scheme == "https" else 80)
         except ValueError as e:
             raise TargetRefused("target", f"bad port in the webhook URL: {e}") from e
-        addresses(settings, u.hostname, port)
+        ips = addresses(settings, u.hostname, port)
+        if port not in WEBHOOK_PORTS and not _in_allowed_networks(settings, ips):
+            raise TargetRefused("target", "a webhook uses port 80 or 443 (other ports only on "
+                                          "EXEC_API_NOTIFY_ALLOWED_NETWORKS)")  # fmt: skip
         return target
     if not settings.smtp_host:
         raise TargetRefused("kind", "e-mail notifications are off: the platform has no SMTP relay")
-    m = _EMAIL.match(target)
+    m = _EMAIL.fullmatch(target)
     if not m:
         raise TargetRefused("target", f"{target!r} is not an e-mail address")
     domains = [d.lower() for d in settings.notify_email_domains]
@@ -189,7 +217,7 @@ _LEASE = text(
        SET status = 'sending', attempts = d.attempts + 1,
            next_attempt_at = timezone('utc', now()) + make_interval(secs => :lease)
      WHERE d.id IN (SELECT id FROM notification_deliveries
-                     WHERE status IN ('pending', 'sending')
+                     WHERE status IN ('pending', 'sending') AND attempts < :max
                        AND next_attempt_at <= timezone('utc', now())
                      ORDER BY next_attempt_at
                      FOR UPDATE SKIP LOCKED LIMIT :n)
@@ -201,7 +229,8 @@ _LEASE = text(
 def deliver_due(sf: sessionmaker[Session], settings: Settings, limit: int = 20) -> int:
     """Send what is due; how many were sent."""
     with sf() as db:
-        ids = [r[0] for r in db.execute(_LEASE, {"lease": LEASE, "n": limit})]
+        params = {"lease": LEASE, "n": limit, "max": settings.notify_max_attempts}
+        ids = [r[0] for r in db.execute(_LEASE, params)]
         db.commit()
     sent = 0
     for did in ids:
@@ -225,10 +254,17 @@ def _deliver(sf: sessionmaker[Session], settings: Settings, delivery_id: int) ->
         kind, target, secret, attempts = sub.kind, sub.target, sub.secret, d.attempts
     try:
         if kind == "webhook":
-            post_webhook(settings, target, secret or "", doc)
+            within(
+                settings.notify_timeout_seconds * 3,
+                post_webhook,
+                settings,
+                target,
+                secret or "",
+                doc,
+            )
         else:
-            send_email(settings, target, doc)
-    except (DeliveryError, TargetRefused, OSError, httpx.HTTPError, smtplib.SMTPException) as e:
+            within(settings.notify_timeout_seconds * 3, send_email, settings, target, doc)
+    except Exception as e:  # noqa: BLE001 - one delivery's failure is its own, never the batch's
         why = f"{type(e).__name__}: {e}"[:1000]
         with sf() as db:
             d = db.get(NotificationDelivery, delivery_id)
@@ -250,6 +286,35 @@ def _deliver(sf: sessionmaker[Session], settings: Settings, delivery_id: int) ->
             d.status, d.sent_at, d.last_error = "sent", _now(), None
             db.commit()
     return 1
+
+
+_ABANDONED: list[threading.Thread] = []
+MAX_ABANDONED = 16
+
+
+def within(seconds: float, fn: Any, *args: Any) -> None:
+    """fn(*args) in a thread of its own, given up after ``seconds`` in all (a receiver that
+    trickles bytes defeats per-read timeouts). A given-up call may linger until its socket ends;
+    past MAX_ABANDONED of those, no new call starts."""
+    _ABANDONED[:] = [t for t in _ABANDONED if t.is_alive()]
+    if len(_ABANDONED) >= MAX_ABANDONED:
+        raise DeliveryError(f"{len(_ABANDONED)} earlier deliveries still hang; not sending now")
+    error: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            error.append(e)
+
+    t = threading.Thread(target=call, name="exec-notify-call", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        _ABANDONED.append(t)
+        raise DeliveryError(f"no complete answer within {seconds:g} s")
+    if error:
+        raise error[0]
 
 
 def _now() -> dt.datetime:
@@ -314,10 +379,10 @@ def post_webhook(settings: Settings, url: str, secret: str, doc: dict[str, Any])
         verify=ssl.create_default_context(),
     )
     to = urlunsplit((u.scheme, netloc, u.path or "/", u.query, ""))
-    with http:
-        r = http.post(to, content=body, headers=headers, extensions=extensions)
-    if not 200 <= r.status_code < 300:
-        raise DeliveryError(f"the webhook answered HTTP {r.status_code}")
+    with http, http.stream("POST", to, content=body, headers=headers, extensions=extensions) as r:
+        code = r.status_code  # the body is never read: a receiver cannot make it large
+    if not 200 <= code < 300:
+        raise DeliveryError(f"the webhook answered HTTP {code}")
 
 
 def send_email(settings: Settings, to: str, doc: dict[str, Any]) -> None:
@@ -327,7 +392,8 @@ def send_email(settings: Settings, to: str, doc: dict[str, Any]) -> None:
     what = ex["notebook_name"] or ex["input_path"]
     msg = EmailMessage()
     msg["From"], msg["To"] = settings.smtp_from, to
-    msg["Subject"] = f"[exec API] {what}: run {ex['id']} {doc['event']} ({ex['status']})"
+    subject = f"[exec API] {what}: run {ex['id']} {doc['event']} ({ex['status']})"
+    msg["Subject"] = " ".join(subject.split())[:200]  # no line breaks of any kind
     lines = [f"{k}: {v}" for k, v in ex.items() if v is not None]
     msg.set_content(f"Event: {doc['event']}\n\n" + "\n".join(lines) + "\n")
     t = settings.notify_timeout_seconds
@@ -336,4 +402,4 @@ def send_email(settings: Settings, to: str, doc: dict[str, Any]) -> None:
             smtp.starttls(context=ssl.create_default_context())
         if settings.smtp_username:
             smtp.login(settings.smtp_username, settings.smtp_password or "")
-        smtp.send_message(msg)
+        smtp.send_message(msg, to_addrs=[to])  # the envelope is the checked address, only

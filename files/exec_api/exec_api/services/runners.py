@@ -547,8 +547,9 @@ class SubprocessRunner:
             notebook=nb,
             error_message=(msg if isinstance(msg, str) else None) or error_text(e),
             error_detail=e,
-            cpu_seconds=float(cpu) if type(cpu) in (int, float) and cpu >= 0 else None,
-            peak_memory_bytes=peak if type(peak) is int and peak >= 0 else None,
+            # Written by a process of the user's: only finite, plausible figures are kept.
+            cpu_seconds=float(cpu) if type(cpu) in (int, float) and 0 <= cpu < 1e7 else None,
+            peak_memory_bytes=peak if type(peak) is int and 0 <= peak < 2**50 else None,
         )
 
 

@@ -35,6 +35,7 @@ from exec_api.core.config import Settings
 from exec_api.core.security import Principal, acting_user
 from exec_api.models import Notebook, NotebookExecution, Schedule
 from exec_api.schemas import ScheduleCreate, ScheduleUpdate, SubmitExecution
+from exec_api.services import notify
 from exec_api.services import queue as q
 from exec_api.services.access import can_see, get_notebook, not_found
 from exec_api.services.cron import check_zone, planned
@@ -56,9 +57,12 @@ def get_schedule(
     return row
 
 
-def _check(db: Session, settings: Settings, principal: Principal, sch: Schedule) -> Prepared:
+def _check(
+    db: Session, settings: Settings, principal: Principal, sch: Schedule, refresh: bool = True
+) -> Prepared:
     """The schedule's run checked as any submission: the notebook is the caller's (or an
-    admin's view), its parameters pass the notebook's declarations."""
+    admin's view), its parameters pass the notebook's declarations. Inside a transaction that
+    holds the schedule's lock (firing, changing), ``refresh=False`` (prepare would commit)."""
     return prepare(
         db,
         settings,
@@ -68,6 +72,7 @@ def _check(db: Session, settings: Settings, principal: Principal, sch: Schedule)
             parameters=sch.parameters or {},
             timeout_seconds=sch.timeout_seconds,
         ),
+        refresh=refresh,
     )
 
 
@@ -97,7 +102,7 @@ def update(
     changes = body.model_dump(exclude_unset=True)
     for name, value in changes.items():
         setattr(sch, name, value)
-    _check(db, settings, principal, sch)
+    _check(db, settings, principal, sch, refresh=False)
     if {"cron", "timezone", "ends_at"} & changes.keys():
         sch.next_run_at = _next(sch, q.utcnow())
     db.commit()
@@ -252,7 +257,7 @@ def _plan(db: Session, settings: Settings, sch: Schedule, planned_for: dt.dateti
         "retry_backoff_seconds": sch.retry_backoff_seconds,
     }
     try:
-        run = _check(db, settings, owner, sch)
+        run = _check(db, settings, owner, sch, refresh=False)
         row.update(input_path=run.rel, parameters_used=run.values, timeout_seconds=run.timeout)
     except HTTPException as e:  # the notebook moved, a parameter no longer passes: a failed run
         nb = db.get(Notebook, sch.notebook_id)
@@ -290,11 +295,14 @@ def _plan(db: Session, settings: Settings, sch: Schedule, planned_for: dt.dateti
         .values(**row)
         .on_conflict_do_nothing(
             index_elements=["schedule_id", "planned_for"],
-            index_where=text("retry_of IS NULL AND planned_for IS NOT NULL"),
+            index_where=text("try_number = 1 AND planned_for IS NOT NULL"),
         )
         .returning(NotebookExecution.id)
     )
-    return db.execute(stmt).scalar_one_or_none()
+    made = db.execute(stmt).scalar_one_or_none()
+    if made is not None and row["status"] == "failed":  # a run that could not start is a failure
+        notify.fan_out(db, made, "failed", retried=False)
+    return made
 
 
 def _active(db: Session, schedule_id: int) -> list[int]:

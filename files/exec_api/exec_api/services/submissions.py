@@ -74,10 +74,16 @@ def enqueue(db: Session, settings: Settings, run: Prepared, **fields: Any) -> No
 
 
 def prepare(
-    db: Session, settings: Settings, principal: Principal, sub: SubmitExecution
+    db: Session,
+    settings: Settings,
+    principal: Principal,
+    sub: SubmitExecution,
+    refresh: bool = True,
 ) -> Prepared:
     """Every check of a submission but the queue's (HTTPException naming what is wrong): the
-    same for a run submitted now, a schedule's parameters, and a schedule's planned run."""
+    same for a run submitted now, a schedule's parameters, and a schedule's planned run.
+    ``refresh=False``: the notebook's declared parameters are not brought up to date from its
+    file (that commits; a caller inside a transaction of its own, holding locks, must not)."""
     username, notebook_id, path = sub.username, sub.notebook_id, sub.notebook_path
     parameters, timeout_seconds = sub.parameters, sub.timeout_seconds
     owner = acting_user(principal, username)
@@ -110,9 +116,11 @@ def prepare(
         ).scalar_one_or_none()
     if nb is not None:
         try:
-            refresh_parameters(db, nb, P.discover(opened.notebook()))
+            found = P.discover(opened.notebook())
         except NotANotebook as e:
             raise refuse_path(e) from e
+        if refresh:
+            refresh_parameters(db, nb, found)
         specs = specs_of(list(nb.parameters))
     else:
         try:

@@ -93,6 +93,7 @@ def test_create_read_change_pause_resume_delete(app_client, user, report):
         ({"overlap_policy": "sometimes"}, "overlap_policy", ""),
         ({"retry_attempts": 99}, "retry_attempts", ""),
         ({"unknown": 1}, "unknown", ""),
+        ({"catchup_max": 1000}, "catchup_max", ""),
     ],
 )
 def test_bad_fields_are_named_and_nothing_is_stored(
@@ -199,3 +200,15 @@ def test_a_user_may_have_so_many_schedules_and_subscriptions(
     assert app_client.post("/db/notifications", headers=user.headers, json=hook).status_code == 201
     r = app_client.post("/db/notifications", headers=user.headers, json=hook)
     assert r.status_code == 409 and "EXEC_API_MAX_SUBSCRIPTIONS_PER_USER" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "field", ["cron", "timezone", "retry_attempts", "parameters", "overlap_policy"]
+)
+def test_a_change_to_null_is_refused_and_changes_nothing(app_client, user, report, field):
+    sid = app_client.post("/db/schedules", headers=user.headers, json=body(report)).json()["id"]
+    r = app_client.put(f"/db/schedules/{sid}", headers=user.headers, json={field: None})
+    assert r.status_code == 422 and f"{field} cannot be null" in r.text, r.text
+    assert (
+        app_client.get(f"/db/schedules/{sid}", headers=user.headers).json()["cron"] == "0 6 1 * *"
+    )

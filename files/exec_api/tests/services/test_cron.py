@@ -107,6 +107,9 @@ def test_instants_strictly_after_the_start_and_increasing():
         ("* * 32 * *", "not a valid cron expression"),
         ("* * * 13 *", "not a valid cron expression"),
         ("hello world foo bar baz", "not a valid cron expression"),
+        ("R * * * *", "random (R) and hashed (H)"),
+        ("0 H * * *", "random (R) and hashed (H)"),
+        ("H/15 * * * *", "random (R) and hashed (H)"),
     ],
 )
 def test_a_bad_expression_names_the_field_and_why(expr, words):
@@ -120,9 +123,13 @@ def test_expressions_are_normalised():
 
 
 @pytest.mark.parametrize(
-    "zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "/etc/localtime", "UTC+1"]
+    "zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "/etc/localtime", "UTC+1", "America"]
 )
 def test_a_zone_that_does_not_exist_names_the_field(zone):
     with pytest.raises(ScheduleInputError) as e:
         check_zone(zone)
     assert e.value.field == "timezone" and "IANA" in str(e.value)
+
+
+def test_month_and_day_names_are_not_taken_for_random_fields():
+    assert check_cron("0 6 * MAR THU") == "0 6 * MAR THU"

@@ -258,7 +258,27 @@ def test_an_email_goes_through_the_relay(sf, settings, mailbox):
         ("webhook", "ftp://example.org/x", "target", "http:// or https://"),
         ("webhook", "https://user:pw@example.org/x", "target", "no user or password"),
         ("webhook", "https://no-such-host.invalid/x", "target", "does not resolve"),
+        (
+            "webhook",
+            "http://[64:ff9b::a9fe:a9fe]/x",
+            "target",
+            "private, loopback",
+        ),  # NAT64 of 169.254.169.254
+        ("webhook", "http://[::ffff:127.0.0.1]/x", "target", "private, loopback"),
+        ("webhook", "http://[2002:7f00:1::]/x", "target", "private, loopback"),  # 6to4 of 127.0.0.1
+        ("webhook", "http://[::127.0.0.1]/x", "target", "private, loopback"),
+        ("webhook", "http://[fec0::1]/x", "target", "private, loopback"),
+        ("webhook", "https://1.1.1.1:5432/x", "target", "port 80 or 443"),
+        ("webhook", "https://1.1.1.1/x\x01y", "target", "ASCII"),
         ("email", "not-an-address", "target", "not an e-mail address"),
+        (
+            "email",
+            "=?utf-8?q?victim=40evil.com=2c?=x@example.org",
+            "target",
+            "not an e-mail address",
+        ),
+        ("email", "bob@example.org\n", "target", "not an e-mail address"),
+        ("email", "bob%evil.com@example.org", "target", "not an e-mail address"),
         ("email", "mallory@elsewhere.example", "target", "only to example.org"),
     ],
 )
@@ -279,3 +299,89 @@ def test_email_without_a_relay_is_refused_naming_the_kind(env):
             Settings(database_url="postgresql+psycopg://x@y/z"), "email", "a@example.org"
         )
     assert e.value.field == "kind"
+
+
+def test_a_webhook_that_trickles_or_floods_is_given_up_in_bounded_time_and_memory(
+    sink, settings, sf
+):
+    """A receiver that answers a byte at a time defeats per-read timeouts; one that streams an
+    endless body would fill the worker's memory: the call ends within 3 timeouts, the body is
+    never read."""
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(60):
+                self.wfile.write(b"X-Slow: a\r\n")
+                self.wfile.flush()
+                time.sleep(0.5)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Flood(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            for _ in range(20000):  # 1.3 GB if anyone read it
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    for handler, user in ((Trickle, "trick"), (Flood, "flood")):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        sub = subscribe(sf, user, "webhook", f"http://localhost:{server.server_address[1]}/h")
+        ends(sf, user, "failed")
+        start = time.monotonic()
+        notify.deliver_due(sf, settings)
+        took = time.monotonic() - start
+        [d] = deliveries(sf, sub.id)
+        server.shutdown()
+        if handler is Trickle:
+            assert (
+                took < 3 * settings.notify_timeout_seconds + 1
+                and "no complete answer" in d.last_error
+            ), (took, d)
+        else:  # the status line came at once: a 200, the body never read
+            assert d.status == "sent" and took < 3, (took, d.status, d.last_error)
+
+
+def test_one_poisoned_delivery_does_not_hold_the_others(sf, settings, sink, monkeypatch):
+    bad = subscribe(sf, "poison", "webhook", sink.url)
+    good = subscribe(sf, "honest", "webhook", sink.url)
+    ends(sf, "poison", "failed")
+    ends(sf, "honest", "failed")
+    real = notify.post_webhook
+
+    def post(settings_: Settings, url: str, secret: str, doc: dict) -> None:
+        if doc["execution"]["username"] == "poison":
+            raise UnicodeEncodeError("idna", "x", 0, 1, "a host that cannot be encoded")
+        real(settings_, url, secret, doc)
+
+    monkeypatch.setattr(notify, "post_webhook", post)
+    assert notify.deliver_due(sf, settings) == 1
+    assert [d.status for d in deliveries(sf, good.id)] == ["sent"]
+    [d] = deliveries(sf, bad.id)
+    assert d.status == "pending" and "UnicodeEncodeError" in d.last_error
+    with sf() as db:  # attempts exhausted: never leased again
+        db.get(NotificationDelivery, d.id).attempts = settings.notify_max_attempts
+        db.get(NotificationDelivery, d.id).next_attempt_at = q.utcnow()
+        db.commit()
+    assert (
+        notify.deliver_due(sf, settings) == 0
+        and deliveries(sf, bad.id)[0].attempts == settings.notify_max_attempts
+    )
+
+
+def test_an_email_goes_to_the_checked_address_only(sf, settings, mailbox):
+    box, _ = mailbox
+    subscribe(sf, "hank", "email", "hank@example.org")
+    ends(sf, "hank", "failed")
+    notify.deliver_due(sf, settings)
+    assert box.messages[-1].rcpt_tos == ["hank@example.org"]

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import nbformat
 import pytest
 from freshdb import fresh_sessions
 from sqlalchemy import select, text
@@ -18,8 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from exec_api.core.config import Settings
 from exec_api.models import Notebook, NotebookExecution, Schedule
+from exec_api.services import params as P
 from exec_api.services import queue as q
 from exec_api.services import schedules
+from exec_api.services.submissions import refresh_parameters
 
 T0 = dt.datetime(2026, 6, 1, 12, 0)  # a Monday, noon UTC
 
@@ -44,6 +47,9 @@ def schedule(sf, user, settings):
         nb.detect_parameters = True
         db.add(nb)
         db.commit()
+        refresh_parameters(
+            db, nb, P.discover(nbformat.read(str(path), as_version=4))
+        )  # as registering does
         nid = nb.id
 
     def make(**fields: Any) -> int:
@@ -267,3 +273,46 @@ def test_a_run_cancelled_while_running_is_not_retried_though_it_ends_failed(sf, 
     with sf() as db:
         q.finish(db, job.id, 9, status="failed", duration=1.0)
     assert len(runs(sf, sid)) == 1
+
+
+def test_retention_deletes_a_first_try_before_its_retries(sf, settings, schedule):
+    """Deleting a first try nulls its retries' retry_of: two retries of one planned instant
+    must not then collide on the exactly-once index (it is keyed on try_number)."""
+    from exec_api.services import retention
+
+    sid = schedule(retry_attempts=2, retry_backoff_seconds=1)
+    fire(sf, settings, T0)
+    first = run_once(sf, 7, "failed")
+    for _ in range(2):
+        with sf() as db:
+            for r in runs(sf, sid):
+                if r.status == "queued":
+                    hurry(db, r.id)
+        run_once(sf, 7, "failed")
+    assert [r.try_number for r in runs(sf, sid)] == [1, 2, 3]
+    with sf() as db:  # only the first try is old enough to go
+        db.execute(
+            text(
+                "UPDATE notebook_executions SET completed_at = completed_at - interval '400 days' "
+                "WHERE id = :i"
+            ),
+            {"i": first},
+        )
+        db.commit()
+        retention.apply(db, settings, days=90, per_user=1000, dry_run=False)
+    assert [(r.try_number, r.retry_of) for r in runs(sf, sid)] == [(2, None), (3, None)]
+
+
+def test_forged_usage_figures_are_dropped(sf):
+    from exec_api.services.runners import SubprocessRunner
+
+    for usage in (
+        {"cpu_seconds": float("inf"), "peak_memory_bytes": 2**64},
+        {"cpu_seconds": -1, "peak_memory_bytes": "1"},
+    ):
+        out = SubprocessRunner.parse({"status": "succeeded", "usage": usage})
+        assert (out.cpu_seconds, out.peak_memory_bytes) == (None, None), usage
+    out = SubprocessRunner.parse(
+        {"status": "succeeded", "usage": {"cpu_seconds": 1.5, "peak_memory_bytes": 2**27}}
+    )
+    assert (out.cpu_seconds, out.peak_memory_bytes) == (1.5, 2**27)
