@@ -86,8 +86,16 @@ class Work:
 
 # Rows that must come back though their table also holds rows the services make by themselves:
 # users' hub tokens (the idle culler's token is made anew at each hub start).
+# And the rows of Superset's users (carol's dashboard) in tables that also hold the platform's
+# provisioned dashboard, which a new release may change (owned by platform-provisioner).
+_PROVISIONER = "(SELECT id FROM ab_user WHERE username = 'platform-provisioner')"
 KEPT_ROWS = {
-    "jupyterhub.users_api_tokens": ("jupyterhub", "SELECT hashed, user_id FROM api_tokens WHERE user_id IS NOT NULL")
+    "jupyterhub.users_api_tokens": ("jupyterhub", "SELECT hashed, user_id FROM api_tokens WHERE user_id IS NOT NULL"),
+    "superset.users_dashboards": (
+        "superset",
+        "SELECT id, dashboard_title, slug, published FROM dashboards "
+        f"WHERE created_by_fk IS DISTINCT FROM {_PROVISIONER}",
+    ),
 }
 
 
