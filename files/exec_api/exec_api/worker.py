@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -74,8 +75,14 @@ class Worker:
         self.runner.start()
         self._spawn(self._listen, "exec-listener")
         self._spawn(self._janitor, "exec-janitor")
-        self._spawn(self._scheduler, "exec-scheduler")
-        self._spawn(self._notifier, "exec-notifier")
+        # Schedules and notifications each in a thread of their own: a slow webhook or a large
+        # notebook to plan never holds a run's slot.
+        every = (
+            ("exec-scheduler", self.s.schedule_poll_seconds, self._fire_schedules),
+            ("exec-notifier", self.s.notify_poll_seconds, self._send_notifications),
+        )
+        for name, seconds, fn in every:
+            self._spawn(functools.partial(self._every, seconds, name, fn), name)
         for i in range(max(1, self.s.worker_concurrency)):
             self._spawn(self._slot, f"exec-slot-{i}")
         log.info(
@@ -162,25 +169,24 @@ class Worker:
             except Exception:  # noqa: BLE001 - keep the janitor alive
                 log.exception("janitor pass failed")
 
-    def _scheduler(self) -> None:
+    def _every(self, seconds: float, what: str, fn: Any) -> None:
+        """fn() every ``seconds`` until the worker stops; a failed pass is logged, not fatal."""
+        while not self._stop.wait(seconds):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - keep the thread alive
+                log.exception("%s pass failed", what)
+
+    def _send_notifications(self) -> None:
+        notify.deliver_due(self.sf, self.s)
+
+    def _fire_schedules(self) -> None:
         """Plans the runs of due schedules (every worker does; exactly once across them:
         exec_api.services.schedules)."""
-        while not self._stop.wait(self.s.schedule_poll_seconds):
-            try:
-                with self.sf() as db:
-                    made = schedules.fire_due(db, self.s)
-                if made:
-                    log.info("scheduled executions %s", made)
-            except Exception:  # noqa: BLE001 - keep the scheduler alive
-                log.exception("scheduler pass failed")
-
-    def _notifier(self) -> None:
-        """Sends due notifications (its own thread: a slow webhook never holds a run's slot)."""
-        while not self._stop.wait(self.s.notify_poll_seconds):
-            try:
-                notify.deliver_due(self.sf, self.s)
-            except Exception:  # noqa: BLE001 - keep the notifier alive
-                log.exception("notification pass failed")
+        with self.sf() as db:
+            made = schedules.fire_due(db, self.s)
+        if made:
+            log.info("scheduled executions %s", made)
 
     def cancel_local(self, execution_id: int) -> bool:
         with self._rlock:

@@ -80,9 +80,17 @@ _DENIED = [ipaddress.ip_network(n) for n in ("::/96", "64:ff9b::/96", "64:ff9b:1
 WEBHOOK_PORTS = (80, 443)
 
 
+def _in_networks(settings: Settings, ip: str) -> bool:
+    """The address is in a network the operator allowed (EXEC_API_NOTIFY_ALLOWED_NETWORKS)."""
+    addr = ipaddress.ip_address(ip)
+    return any(
+        addr in ipaddress.ip_network(n, strict=False) for n in settings.notify_allowed_networks
+    )
+
+
 def _allowed(settings: Settings, ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
-    if any(addr in ipaddress.ip_network(n, strict=False) for n in settings.notify_allowed_networks):
+    if _in_networks(settings, ip):
         return True
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
@@ -90,11 +98,6 @@ def _allowed(settings: Settings, ip: str) -> bool:
         if any(addr in n for n in _DENIED):
             return False
     return addr.is_global and not addr.is_multicast
-
-
-def _in_allowed_networks(settings: Settings, ips: list[str]) -> bool:
-    nets = [ipaddress.ip_network(n, strict=False) for n in settings.notify_allowed_networks]
-    return all(any(ipaddress.ip_address(ip) in n for n in nets) for ip in ips)
 
 
 def addresses(settings: Settings, host: str, port: int) -> list[str]:
@@ -131,7 +134,7 @@ def check_target(settings: Settings, kind: str, target: str) -> str:
         except ValueError as e:
             raise TargetRefused("target", f"bad port in the webhook URL: {e}") from e
         ips = addresses(settings, u.hostname, port)
-        if port not in WEBHOOK_PORTS and not _in_allowed_networks(settings, ips):
+        if port not in WEBHOOK_PORTS and not all(_in_networks(settings, ip) for ip in ips):
             raise TargetRefused("target", "a webhook uses port 80 or 443 (other ports only on "
                                           "EXEC_API_NOTIFY_ALLOWED_NETWORKS)")  # fmt: skip
         return target

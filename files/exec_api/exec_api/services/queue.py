@@ -248,8 +248,9 @@ def finish(
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-# What a retry policy retries: runs that failed or ran out of time, never cancelled ones.
-RETRIED = ("failed", "timed_out")
+# What a retry policy retries: runs that failed or ran out of time (what notifications call a
+# failure), never cancelled ones.
+RETRIED = notify.FAILED
 # The next try of a run that has tries left: its own row, linked to the first try, queued
 # for after the backoff (doubled at each try).
 _RETRY = text(

@@ -43,7 +43,6 @@ from exec_api.services.submissions import Prepared, enqueue, prepare
 
 log = logging.getLogger("exec_api.schedules")
 ACTIVE = ("queued", "running")
-ACTIVE_WORD = "queued or running"
 
 
 # ------------------------------------------------------------------------ the API's side
@@ -271,7 +270,7 @@ def _plan(db: Session, settings: Settings, sch: Schedule, planned_for: dt.dateti
         if sch.overlap_policy == "skip":
             row.update(
                 status="skipped",
-                error_message=f"skipped: run {active[0]} of this schedule is still {ACTIVE_WORD}",
+                error_message=f"skipped: run {active[0]} of this schedule is still going",
             )
         elif sch.overlap_policy == "cancel":
             for eid in active:
@@ -312,7 +311,3 @@ def _active(db: Session, schedule_id: int) -> list[int]:
         .order_by(NotebookExecution.id)
     )
     return list(rows.scalars())
-
-
-def count(db: Session) -> int:
-    return int(db.execute(select(func.count()).select_from(Schedule)).scalar() or 0)
