@@ -35,11 +35,18 @@ def local_inventory(tmp_path: Path) -> Path:
 
 # What each molecule scenario's verify ran (tests/test_molecule.py fills it): scenario -> HostTests.
 HOST_TESTS = pytest.StashKey[dict]()
+# How long each scenario took, destroy to destroy (scenarios run two at a time): scenario -> seconds.
+SCENARIO_SECONDS = pytest.StashKey[dict]()
 
 
 def pytest_terminal_summary(terminalreporter):
     """The host tests each molecule scenario ran (tests/test_molecule.py), by name and outcome."""
     results = terminalreporter.config.stash.get(HOST_TESTS, {})
+    seconds = terminalreporter.config.stash.get(SCENARIO_SECONDS, {})
+    if seconds:
+        terminalreporter.section("molecule scenarios, destroy to destroy")
+        for scenario, took in seconds.items():
+            terminalreporter.line(f"{scenario:12} {took:5.0f} s")
     for scenario, tests in results.items():
         terminalreporter.section(f"host tests of molecule scenario {scenario}: {tests.counts()}")
         for outcome, names in tests.outcomes.items():

@@ -12,16 +12,21 @@ from __future__ import annotations
 import os
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, HOST_TESTS, ROOT, run
+from conftest import BIN, HOST_TESTS, ROOT, SCENARIO_SECONDS, run
 
 LOGS = ROOT / ".molecule-logs"
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 STEPS = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
+# Scenarios run MOLECULE_PARALLEL at a time (2: this machine kind has two cores), the longest
+# first so that the short ones fill the gaps (seconds of each in the last full run, README, Tests).
+PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "2"))
+LONGEST_FIRST = ("upgrade", "default", "multihost", "superset", "exec_api", "jupyterhub", "nginx")
 
 
 @dataclass
@@ -73,15 +78,26 @@ def steps(scenario: str) -> tuple[str, ...]:
     return tuple(sequence[:-1] if sequence[-1] == "destroy" else sequence)
 
 
-@pytest.mark.molecule
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_scenario(scenario, request):
+@dataclass
+class Outcome:
+    """How one scenario ended: `failure` names the step and the evidence; None when it passed."""
+
+    seconds: float = 0.0
+    skipped: str | None = None
+    failure: str | None = None
+    host_tests: HostTests | None = None
+
+
+def run_scenario(scenario: str) -> Outcome:
+    """One scenario's steps, then its destroy whatever happened. Runs in a worker thread."""
+    start = time.monotonic()
+    outcome = Outcome()
     skip_reason = ROOT / "molecule" / scenario / "skip_unless.sh"
     if skip_reason.exists():
         check = run(["bash", str(skip_reason)])
         if check.returncode != 0:
-            pytest.skip(check.stdout.strip() or f"{scenario}: prerequisites missing")
-    LOGS.mkdir(exist_ok=True)
+            outcome.skipped = check.stdout.strip() or f"{scenario}: prerequisites missing"
+            return outcome
     log, junit = LOGS / f"{scenario}.log", LOGS / f"{scenario}.xml"
     log.write_text("")
     junit.unlink(missing_ok=True)
@@ -89,14 +105,54 @@ def test_scenario(scenario, request):
         for step in steps(scenario):
             rc, text = molecule(step, scenario, log)
             if step == "verify" and junit.exists():
-                tests = request.config.stash.setdefault(HOST_TESTS, {})[scenario] = HostTests.read(junit)
+                tests = outcome.host_tests = HostTests.read(junit)
                 failed = "\n\n".join(f"FAILED {n}: {tests.details[n]}" for n in tests.outcomes["failed"])
-                assert rc == 0 and not failed, f"host tests of {scenario}: {tests.counts()}\n{failed}"
-                assert tests.outcomes["passed"], f"verify of {scenario} passed no host test: {tests.counts()}"
-            tail = "\n".join(text.splitlines()[-150:])
-            assert rc == 0, f"molecule {step} -s {scenario} failed (full log: {log}); its last lines:\n{tail}"
+                if rc != 0 or failed:
+                    outcome.failure = f"host tests of {scenario}: {tests.counts()}\n{failed}"
+                elif not tests.outcomes["passed"]:
+                    outcome.failure = f"verify of {scenario} passed no host test: {tests.counts()}"
+            elif rc != 0:
+                tail = "\n".join(text.splitlines()[-150:])
+                outcome.failure = f"molecule {step} -s {scenario} failed (full log: {log}); its last lines:\n{tail}"
+            if outcome.failure:
+                break
+    except Exception as e:  # reported as the scenario's failure, after its destroy
+        outcome.failure = f"{scenario}: {type(e).__name__}: {e}"
     finally:
         molecule("destroy", scenario, log)
+    outcome.seconds = time.monotonic() - start
+    return outcome
+
+
+@pytest.fixture(scope="session")
+def scenario_runs(request) -> dict[str, Future[Outcome]]:
+    """Every selected scenario, started at once on PARALLEL workers, longest first.
+
+    Scenarios share nothing (each has its own hosts, subnet, secrets and logs), and much of a
+    scenario is waiting (boots, downloads, browsers, a schedule's minute marks): two at a time
+    keep the machine's two cores busy and bring the whole run well under an hour.
+    """
+    selected = [item.callspec.params["scenario"] for item in request.session.items
+                if item.originalname == "test_scenario" and hasattr(item, "callspec")]  # fmt: skip
+    rank = {s: i for i, s in enumerate(LONGEST_FIRST)}
+    order = sorted(selected, key=lambda s: (rank.get(s, len(rank)), s))
+    LOGS.mkdir(exist_ok=True)
+    pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="scenario")
+    request.addfinalizer(lambda: pool.shutdown(wait=True, cancel_futures=False))
+    return {scenario: pool.submit(run_scenario, scenario) for scenario in order}
+
+
+@pytest.mark.molecule
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario(scenario, scenario_runs, request):
+    outcome = scenario_runs[scenario].result()
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    times = request.config.stash.setdefault(SCENARIO_SECONDS, {})
+    times[scenario] = outcome.seconds
+    if outcome.host_tests is not None:
+        request.config.stash.setdefault(HOST_TESTS, {})[scenario] = outcome.host_tests
+    assert outcome.failure is None, outcome.failure
 
 
 def test_host_tests_are_read_from_junit(tmp_path):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -117,11 +118,26 @@ def customise_root(root: Path) -> None:
     run(["chroot", str(root), "apt-get", "clean"])
 
 
+@contextlib.contextmanager
+def exclusive(directory: Path):
+    """Hold DIRECTORY/.lock: scenarios may be brought up at the same time (tests/test_molecule.py)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_root() -> Path:
     root = CACHE / f"root-{recipe_key()}"
     if (root / ".complete").exists():
         return root
-    CACHE.mkdir(parents=True, exist_ok=True)
+    with exclusive(CACHE):  # one build; another `up` waits for it instead of removing it as stale
+        return build_root(root)
+
+
+def build_root(root: Path) -> Path:
+    if (root / ".complete").exists():
+        return root
     for stale in CACHE.glob("root-*"):  # older recipes and half-built roots
         if stale != root:
             log(f"removing stale root {stale}")
@@ -333,10 +349,11 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
     sdir = scenario_dir(scenario)
     sdir.mkdir(parents=True, exist_ok=True)
     (STATE / "logs").mkdir(exist_ok=True)
-    net = pick_subnet(scenario)
     bridge = f"dptb-{short(scenario, 'bridge')}"
-    state: dict = {"scenario": scenario, "subnet": str(net), "bridge": bridge, "machines": {}}
-    save_state(scenario, state)
+    with exclusive(STATE):  # the subnet is recorded before another scenario picks one
+        net = pick_subnet(scenario)
+        state: dict = {"scenario": scenario, "subnet": str(net), "bridge": bridge, "machines": {}}
+        save_state(scenario, state)
 
     key = sdir / "id_ed25519"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{scenario}", "-f", str(key)])
