@@ -10,9 +10,9 @@ Rows (issue #21's table):
 - no-op re-run of the whole site: the platform's strategy (Mitogen) beside Ansible's own linear
   strategy, the one a user gets without it; target <= 60 s and changed=0;
 - the exec API's deployed (systemd) runner beside papermill's CLI as the same user
-  (molecule/exec_api/bench.yml, files/bench_host.py): one at a time, 4 clients, with a ready run;
+  (molecule/apps/bench.yml, files/bench_host.py): one at a time, 4 clients, with a ready run;
 - a user's server, start -> ready, through the platform's hub beside a vanilla JupyterHub with
-  SystemdSpawner on the same host (molecule/jupyterhub/files/bench_spawn.py).
+  SystemdSpawner on the same host (molecule/apps/files/bench_spawn.py).
 
 Raw figures go to .bench/<UTC time>.json; the table is printed at the end.
 """
@@ -64,10 +64,10 @@ def noop_reruns(converge: Path) -> dict:
 
 
 def exec_api() -> dict:
-    """The exec API's benchmark (molecule/exec_api/bench.yml) on the demo host; its JSON figures."""
+    """The exec API's benchmark (molecule/apps/bench.yml) on the demo host; its JSON figures."""
     work = OUT / "exec_api"
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
-    playbook(ROOT / "molecule/exec_api/bench.yml", MOLECULE_EPHEMERAL_DIRECTORY=str(work))
+    playbook(ROOT / "molecule/apps/bench.yml", MOLECULE_EPHEMERAL_DIRECTORY=str(work))
     return json.loads((work / "bench.json").read_text())
 
 
@@ -78,7 +78,7 @@ def ssh_argv() -> list[str]:
 
 def hub_spawn() -> dict:
     """Server start -> ready through the platform's hub beside a vanilla SystemdSpawner hub on the
-    demo host (molecule/jupyterhub/files/bench_spawn.py), with alice's token from a browser login."""
+    demo host (molecule/apps/files/bench_spawn.py), with alice's token from a browser login."""
     sys.path[:0] = [str(ROOT / "molecule/tests")]
     from browser import chromium
     from hostlib import RULES, browser_hub_token
@@ -102,7 +102,7 @@ def hub_spawn() -> dict:
     token_file = work / "token.json"  # alice's hub token: 0600, removed once on the host
     token_file.touch(mode=0o600)
     token_file.write_text(json.dumps({"alice": token}))
-    script = ROOT / "molecule/jupyterhub/files/bench_spawn.py"
+    script = ROOT / "molecule/apps/files/bench_spawn.py"
     scp = ["scp", "-q", *opts]
     try:
         subprocess.run([*scp, str(token_file), f"{target}:/root/bench-hub-token.json"], check=True)

@@ -1,7 +1,7 @@
 #!/opt/exec-api/venv/bin/python
 """Benchmark of the deployed exec API on its booted host, beside papermill's CLI in the same run.
 
-Not a test: prints figures. Run by `molecule side-effect -s exec_api` (bench.yml) after a
+Not a test: prints figures. Run by `molecule side-effect -s apps` (bench.yml) after a
 converge; it uses alice's token from the identity provider (/root/e2e-tokens.json, from bench.yml).
 
 Both sides run the same trivial notebook as the Unix user alice:
