@@ -11,7 +11,7 @@ or not the server runs. jupyter-scheduler's own database is never used (``db_url
 ``sqlite://``, in memory).
 
 Installed only in the users' environment with jupyter-scheduler (roles/jupyterhub), enabled by
-``etc/jupyter/jupyter_server_config.d/exec_api_scheduler.json`` there. The exec API server itself
+``etc/jupyter/jupyter_server_config.json`` there. The exec API server itself
 never imports this module.
 
 Differences from jupyter-scheduler's own backend, shown to users as errors where they act:
