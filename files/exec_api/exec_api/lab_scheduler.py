@@ -436,7 +436,9 @@ class ExecApiJobFilesManager(JobFilesManager):
         source = out / names["input"]
         if redownload or not source.exists():
             ex = (await self.scheduler.api("GET", f"/db/executions/{number(JOB, job_id)}")).json()
+            # The run's notebook, relative to the notebook area (as the exec API names it).
+            ran = Path(os.path.expanduser(self.scheduler.notebook_area), ex["input_path"])
             try:
-                source.write_bytes(Path(ex["input_path"]).read_bytes())
+                source.write_bytes(ran.read_bytes())
             except OSError as e:
                 raise SchedulerError(f"the notebook this run used is gone: {e}") from e
