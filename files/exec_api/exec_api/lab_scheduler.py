@@ -137,7 +137,7 @@ def page(items: list[Any], query: Any) -> tuple[list[Any], str | None]:
 
         def key(x: Any, name: str = field.name) -> tuple[bool, Any]:
             value = getattr(x, name, None)
-            return value is None, value or 0
+            return (True, "") if value is None else (False, value)
 
         items.sort(key=key, reverse=field.direction == SortDirection.desc)
     start = int(query.next_token) if (query.next_token or "").isdigit() else 0
@@ -202,8 +202,22 @@ class ExecApiScheduler(BaseScheduler):
     def mine(self) -> dict[str, Any]:
         return {"username": self.user, "limit": 1000}
 
+    def own(self, record: dict[str, Any], what: str) -> dict[str, Any]:
+        """A run or schedule read by its id: the server's user's own, or "not found" (an admin's
+        token may read others'; the admin's lab shows the admin's own work, as its lists do)."""
+        if record.get("username") != self.user:
+            raise SchedulerError(f"exec API (HTTP 404): {what} not found")
+        return record
+
     async def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """One call as the server's user; the token is read each time (the hub renews it)."""
+        """One call as the server's user; the token is read each time (the hub renews it). Only
+        to an https:// address: the token never goes in clear, nor to a local port anyone may
+        listen on when EXEC_API_URL is missing."""
+        if not self.api_url.startswith("https://"):
+            raise SchedulerError(
+                f"the exec API's address is {self.api_url!r}: set EXEC_API_URL (the jupyterhub "
+                "role's jupyterhub_exec_api_url) to its https:// address"
+            )
         headers = {"Authorization": f"Bearer {find_token()}"}
         try:
             async with httpx.AsyncClient(base_url=self.api_url, timeout=30) as http:
@@ -255,7 +269,7 @@ class ExecApiScheduler(BaseScheduler):
         schedule = ex.get("schedule_id")
         return DescribeJob(
             job_id=job_id(ex["id"]),
-            name=names.get(schedule) if schedule else Path(path).stem,
+            name=(names.get(schedule) or f"schedule {schedule}") if schedule else Path(path).stem,
             input_filename=os.path.basename(path),
             runtime_environment_name=ENVIRONMENT,
             output_formats=["ipynb"],
@@ -295,7 +309,9 @@ class ExecApiScheduler(BaseScheduler):
             params["status"] = wanted[0]
         runs = (await self.api("GET", "/db/executions", params=params)).json()
         names = await self.schedule_names()
-        jobs = [self.describe_job(ex, names) for ex in runs if not wanted or ex["status"] in wanted]
+        jobs = [
+            self.describe_job(ex, names) for ex in runs if wanted is None or ex["status"] in wanted
+        ]
         if query.name:
             jobs = [j for j in jobs if j.name.startswith(query.name)]
         if query.start_time:
@@ -313,8 +329,16 @@ class ExecApiScheduler(BaseScheduler):
             total += int(r.headers.get("X-Total-Count", "0"))
         return total
 
+    async def execution(self, job_id: str) -> dict[str, Any]:
+        ex = await self.json("GET", f"/db/executions/{number(JOB, job_id)}")
+        return self.own(ex, f"job {job_id}")
+
+    async def schedule(self, job_definition_id: str) -> dict[str, Any]:
+        s = await self.json("GET", f"/db/schedules/{number(DEFINITION, job_definition_id)}")
+        return self.own(s, f"job definition {job_definition_id}")
+
     async def get_job(self, job_id: str, job_files: bool | None = True) -> DescribeJob:
-        ex = (await self.api("GET", f"/db/executions/{number(JOB, job_id)}")).json()
+        ex = await self.execution(job_id)
         names = await self.schedule_names() if ex.get("schedule_id") else {}
         job = self.describe_job(ex, names)
         if job_files:
@@ -326,7 +350,7 @@ class ExecApiScheduler(BaseScheduler):
         raise SchedulerError("runs are the exec API's history and cannot be deleted; stop a run")
 
     async def stop_job(self, job_id: str) -> None:
-        await self.api("POST", f"/db/executions/{number(JOB, job_id)}/cancel")
+        await self.api("POST", f"/db/executions/{(await self.execution(job_id))['id']}/cancel")
 
     # ------------------------------------------------------------------ definitions (schedules)
     async def describe_definition(self, s: dict[str, Any]) -> DescribeJobDefinition:
@@ -359,8 +383,8 @@ class ExecApiScheduler(BaseScheduler):
         return definition_id((await self.api("POST", "/db/schedules", json=body)).json()["id"])
 
     async def update_job_definition(self, job_definition_id: str, model: UpdateJobDefinition):
-        sid = number(DEFINITION, job_definition_id)
-        current = (await self.api("GET", f"/db/schedules/{sid}")).json()
+        current = await self.schedule(job_definition_id)
+        sid = current["id"]
         if model.input_uri and await self.notebook_id(model.input_uri) != current["notebook_id"]:
             raise SchedulerError("a job definition's notebook cannot change: make a new one")
         changes = {
@@ -379,11 +403,10 @@ class ExecApiScheduler(BaseScheduler):
             await self.api("POST", f"/db/schedules/{sid}/{'resume' if model.active else 'pause'}")
 
     async def delete_job_definition(self, job_definition_id: str) -> None:
-        await self.api("DELETE", f"/db/schedules/{number(DEFINITION, job_definition_id)}")
+        await self.api("DELETE", f"/db/schedules/{(await self.schedule(job_definition_id))['id']}")
 
     async def get_job_definition(self, job_definition_id: str) -> DescribeJobDefinition:
-        sid = number(DEFINITION, job_definition_id)
-        return await self.describe_definition(await self.json("GET", f"/db/schedules/{sid}"))
+        return await self.describe_definition(await self.schedule(job_definition_id))
 
     async def list_job_definitions(
         self, query: ListJobDefinitionsQuery
@@ -406,8 +429,8 @@ class ExecApiScheduler(BaseScheduler):
     ) -> str:
         """The UI's "Run Job": one run now, linked to the schedule. Other parameter values than the
         schedule's make a plain run of its notebook (the schedule's runs keep its values)."""
-        sid = number(DEFINITION, job_definition_id)
-        s = await self.json("GET", f"/db/schedules/{sid}")
+        s = await self.schedule(job_definition_id)
+        sid = s["id"]
         given = model.parameters or {}
         if not given or given == as_text(s.get("parameters")):
             return job_id((await self.json("POST", f"/db/schedules/{sid}/run"))["id"])
@@ -424,7 +447,9 @@ class ExecApiJobFilesManager(JobFilesManager):
 
     scheduler: ExecApiScheduler
 
-    async def copy_from_staging(self, job_id: str, redownload: bool | None = False) -> None:
+    async def copy_from_staging(self, job_id: str, redownload: Any = False) -> None:
+        # The handler passes the query's text ("false"), which a plain truth test takes for yes.
+        redownload = str(redownload).lower() in ("1", "true", "yes")
         job = await self.scheduler.get_job(job_id, False)
         names = self.scheduler.get_job_filenames(job)
         out = Path(self.scheduler.root_dir, self.scheduler.get_local_output_path(job, True))
@@ -435,7 +460,7 @@ class ExecApiJobFilesManager(JobFilesManager):
             target.write_bytes(r.content)
         source = out / names["input"]
         if redownload or not source.exists():
-            ex = (await self.scheduler.api("GET", f"/db/executions/{number(JOB, job_id)}")).json()
+            ex = await self.scheduler.execution(job_id)
             # The run's notebook, relative to the notebook area (as the exec API names it).
             ran = Path(os.path.expanduser(self.scheduler.notebook_area), ex["input_path"])
             try:
