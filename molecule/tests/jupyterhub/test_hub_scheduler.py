@@ -196,6 +196,10 @@ def scheduled_in_the_browser(browser, hub_url, users, hub, api):
         button.wait_for(timeout=120000)
         button.click()
         page.locator("input[name=jobName]").wait_for(timeout=60000)
+        # The form shows "Loading …" until the environments arrive, and then sets the environment
+        # on the model it was opened with (jupyter-scheduler 2.12.1, create-job.tsx), which
+        # overwrites a name typed before: a person waits for the form as this does.
+        page.get_by_text("Loading …").wait_for(state="detached", timeout=60000)
         page.fill("input[name=jobName]", "every minute from the lab")
         page.get_by_title("Add new parameter").click()
         page.fill("input[name=parameter-0-name]", "month")
@@ -204,6 +208,7 @@ def scheduled_in_the_browser(browser, hub_url, users, hub, api):
         page.locator("[name=scheduleInterval]").locator("xpath=..").click()
         page.locator("li[data-value=custom]").click()
         page.fill("input[name=schedule]", "* * * * *")
+        assert page.input_value("input[name=jobName]") == "every minute from the lab"
         page.locator("button:has-text('Create')").last.click()
         made = until(lambda: {s.id for s in api.schedules()} - before, 60, "the schedule made in the lab")
     finally:
