@@ -34,7 +34,18 @@ LOOPBACK = "127.0.0.1"
 # \A and \Z: `$` would also let a trailing newline through (re.match, as Ansible's `match` test).
 USERNAME_PATTERN = r"\A[a-z][a-z0-9_-]{0,31}\Z"
 USERNAME_RULE = "1 to 32 characters a-z, 0-9, '_' or '-', starting with a letter"
-RULES = {"username": {"pattern": USERNAME_PATTERN, "description": USERNAME_RULE}}
+# A group of the identity provider that gets a schema in the analytics database: the schema is the
+# name with '-' as '_' (team-a -> team_a), so it is a plain SQL identifier.
+ANALYTICS_GROUP_PATTERN = r"\A[a-z][a-z0-9_-]{0,39}\Z"
+ANALYTICS_GROUP_RULE = "1 to 40 characters a-z, 0-9, '_' or '-', starting with a letter"
+# A database the platform makes (analytics_database): a plain SQL identifier.
+DATABASE_PATTERN = r"\A[a-z][a-z0-9_]{0,62}\Z"
+DATABASE_RULE = "1 to 63 characters a-z, 0-9 or '_', starting with a letter"
+RULES = {
+    "username": {"pattern": USERNAME_PATTERN, "description": USERNAME_RULE},
+    "analytics_group": {"pattern": ANALYTICS_GROUP_PATTERN, "description": ANALYTICS_GROUP_RULE},
+    "database": {"pattern": DATABASE_PATTERN, "description": DATABASE_RULE},
+}
 # What the platform_secret lookup accepts as a secret's name (lookup_plugins/platform_secret.py).
 SECRET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
 
@@ -172,6 +183,66 @@ def hba_entries(groups: Mapping, hostvars: Mapping, server: str, reader: str) ->
         address = f"{LOOPBACK}/32" if local else _address(hostvars, h, "Superset reads the exec API's database") + "/32"
         out.append({"type": "host" if local else "hostssl", "database": "exec_api", "user": reader,
                     "address": address, "method": "scram-sha-256"})  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------------------ analytics
+# Schema names the analytics database keeps for itself (roles/analytics/templates/analytics.sql.j2).
+ANALYTICS_RESERVED = ("public", "shared", "analytics_platform", "information_schema")
+
+
+def analytics_groups(groups: object, variable: str = "platform_analytics_groups") -> list:
+    """The groups that get a schema, checked: [{group, schema, role, superset_role, secret}].
+    `role` is the group's database role, `superset_role` the login role of its Superset connection
+    and `secret` the name of that role's password (platform_secret)."""
+    out, schemas = [], {}
+    for g in _mapping_list(groups, variable):
+        if not isinstance(g, str) or not re.match(ANALYTICS_GROUP_PATTERN, g):
+            raise WiringError(f"{variable}: the group {g!r} cannot name a schema: it must be {ANALYTICS_GROUP_RULE}")
+        schema = g.replace("-", "_")
+        if schema in ANALYTICS_RESERVED or schema.startswith("pg_"):
+            raise WiringError(f"{variable}: the group {g!r} would take the reserved schema {schema!r}: rename it")
+        if schema in schemas:
+            raise WiringError(f"{variable}: the groups {schemas[schema]!r} and {g!r} would share the schema "
+                              f"{schema!r}: keep one of them")  # fmt: skip
+        schemas[schema] = g
+        out.append({"group": g, "schema": schema, "role": f"group.{g}", "superset_role": f"superset.{g}",
+                    "secret": f"postgresql_analytics_superset_{schema}_password"})  # fmt: skip
+    return out
+
+
+def analytics_superset_connections(schemas: list, passwords: Mapping) -> list:
+    """Superset's per-group connections to the analytics database, [{group, user, password}], for
+    the groups of `schemas` (analytics_groups' output) with a password (none without Superset)."""
+    return [{"group": s["group"], "user": s["superset_role"], "password": passwords[s["group"]]}
+            for s in schemas if s["group"] in (passwords or {})]  # fmt: skip
+
+
+def analytics_superset_roles(schemas: list, passwords: Mapping) -> dict:
+    """Superset roles of those groups: {group: [the group's own role, sql_lab]}."""
+    return {c["group"]: [c["group"], "sql_lab"] for c in analytics_superset_connections(schemas, passwords)}
+
+
+def analytics_hba(groups: Mapping, hostvars: Mapping, server: str, database: str) -> list:
+    """pg_hba rules of the analytics database: users' own roles from the hosts that run their code
+    (JupyterHub, the exec API), the login sync from JupyterHub's hosts, the per-group Superset
+    connections from Superset's hosts; TLS from any host but the database server."""
+    if not database:
+        return []
+    out = []
+
+    def rule(host: str, user: str, why: str) -> None:
+        local = host == server
+        address = f"{LOOPBACK}/32" if local else _address(hostvars, host, why) + "/32"
+        out.append({"type": "host" if local else "hostssl", "database": database, "user": user,
+                    "address": address, "method": "scram-sha-256"})  # fmt: skip
+
+    for h in _unique(_present(groups, "jupyterhub") + _present(groups, "exec_api")):
+        rule(h, "+analytics.users", "users' code reaches the analytics database")
+    for h in _present(groups, "jupyterhub"):
+        rule(h, "analytics.sync", "the hub keeps users' analytics roles")
+    for h in _present(groups, "superset"):
+        rule(h, "+analytics.superset", "Superset reads the analytics database")
     return out
 
 
@@ -355,4 +426,8 @@ class FilterModule:
             "platform_user_password_secrets": user_password_secrets,
             "platform_users_with_passwords": users_with_passwords,
             "platform_group_members": group_members,
+            "platform_analytics_groups": analytics_groups,
+            "platform_analytics_hba": analytics_hba,
+            "platform_analytics_superset_connections": analytics_superset_connections,
+            "platform_analytics_superset_roles": analytics_superset_roles,
         }

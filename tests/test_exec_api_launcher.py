@@ -92,6 +92,27 @@ def test_the_apis_own_request_is_accepted():
     assert launcher.check_run(a, CFG) == ["/usr/bin/systemd-run", *a]
 
 
+ANALYTICS = {**CFG, "environment": {"PGSERVICE": "analytics", "PGSYSCONFDIR": "/etc/postgresql-common"}}
+
+
+def test_the_configured_run_environment_is_accepted_with_its_values():
+    a = argv(extra=["--setenv=PGSERVICE=analytics", "--setenv=PGSYSCONFDIR=/etc/postgresql-common"])
+    assert launcher.check_run(a, ANALYTICS) == ["/usr/bin/systemd-run", *a]
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (["--setenv=PGSERVICE=elsewhere"], "PGSERVICE must be analytics"),
+        (["--setenv=PGSYSCONFDIR=/home/alice"], "PGSYSCONFDIR must be /etc/postgresql-common"),
+        (["--setenv=PGPASSFILE=/etc/shadow"], "not allowed"),
+    ],
+)
+def test_another_value_or_name_of_the_run_environment_is_refused(extra, reason):
+    with pytest.raises(launcher.Refused, match=reason):
+        launcher.check_run(argv(extra=extra), ANALYTICS)
+
+
 @pytest.mark.parametrize(
     ("request_argv", "reason"),
     [

@@ -94,7 +94,7 @@ def test_user_password_secret_refuses_what_cannot_name_a_secret(bad):
 
 def test_rules_by_name():
     assert P.rule("username") == {"pattern": P.USERNAME_PATTERN, "description": P.USERNAME_RULE}
-    assert "known: username" in error(P.rule, "usernames")
+    assert "known: analytics_group, database, username" in error(P.rule, "usernames")
 
 
 def render_accounts_tool() -> dict:
@@ -232,6 +232,56 @@ def test_hba_entries_for_supersets_reader():
     ]
     groups = {"exec_api": ["app1"], "superset": ["bi1"]}
     assert "platform address of bi1" in error(P.hba_entries, groups, {}, "db1", reader)
+
+
+# ------------------------------------------------------------------------------ analytics
+def test_analytics_groups_name_their_schema_roles_and_secret():
+    assert P.analytics_groups(["team-a", "lab_2"]) == [
+        {"group": "team-a", "schema": "team_a", "role": "group.team-a", "superset_role": "superset.team-a",
+         "secret": "postgresql_analytics_superset_team_a_password"},
+        {"group": "lab_2", "schema": "lab_2", "role": "group.lab_2", "superset_role": "superset.lab_2",
+         "secret": "postgresql_analytics_superset_lab_2_password"},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("groups", "says"),
+    [
+        (["Team A"], "'Team A' cannot name a schema: it must be 1 to 40 characters"),
+        (["team-a", "team_a"], "'team-a' and 'team_a' would share the schema 'team_a'"),
+        (["shared"], "reserved schema 'shared'"),
+        (["pg_x"], "reserved schema 'pg_x'"),
+        ("team-a", "platform_analytics_groups must be a list"),
+    ],
+)
+def test_analytics_groups_refuse_what_cannot_be_a_schema(groups, says):
+    assert says in error(P.analytics_groups, groups)
+
+
+def test_superset_gets_one_connection_and_role_per_group_with_a_password():
+    schemas = P.analytics_groups(["team-a", "team-b"])
+    assert P.analytics_superset_connections(schemas, {"team-a": "pw"}) == [
+        {"group": "team-a", "user": "superset.team-a", "password": "pw"}
+    ]
+    assert P.analytics_superset_roles(schemas, {"team-a": "x", "team-b": "y"}) == {
+        "team-a": ["team-a", "sql_lab"],
+        "team-b": ["team-b", "sql_lab"],
+    }
+    assert P.analytics_superset_connections(schemas, {}) == []
+
+
+def test_analytics_hba_admits_users_code_hosts_the_sync_and_superset():
+    groups = {"jupyterhub": ["app1"], "exec_api": ["app1"], "superset": ["bi1"], "postgresql": ["db1"]}
+    rules = P.analytics_hba(groups, HOSTVARS, "db1", "analytics")
+    rule = {"database": "analytics", "method": "scram-sha-256", "type": "hostssl"}
+    assert rules == [
+        {"user": "+analytics.users", "address": "10.0.0.2/32", **rule},
+        {"user": "analytics.sync", "address": "10.0.0.2/32", **rule},
+        {"user": "+analytics.superset", "address": "10.0.0.5/32", **rule},
+    ]
+    local = P.analytics_hba({"jupyterhub": ["db1"]}, HOSTVARS, "db1", "analytics")
+    assert {(r["type"], r["address"]) for r in local} == {("host", "127.0.0.1/32")}
+    assert P.analytics_hba(groups, HOSTVARS, "db1", "") == []
 
 
 # ------------------------------------------------------------------------------ web names

@@ -82,7 +82,11 @@ def check_run(argv: list[str], cfg: dict) -> list[str]:
             i += 1
         elif o.startswith("--setenv="):
             key, _, value = o[len("--setenv=") :].partition("=")
-            if key not in {"HOME", "USER", "LOGNAME", "PYDEVD_DISABLE_FILE_VALIDATION", "EXEC_API_WARM_READY"}:
+            fixed = cfg.get("environment", {})
+            if key in fixed:
+                if value != fixed[key]:
+                    raise Refused(f"environment variable {key} must be {fixed[key]}")
+            elif key not in {"HOME", "USER", "LOGNAME", "PYDEVD_DISABLE_FILE_VALIDATION", "EXEC_API_WARM_READY"}:
                 raise Refused(f"environment variable {key!r} is not allowed")
             if key == "EXEC_API_WARM_READY" and not READY_RE.fullmatch(value):
                 raise Refused("EXEC_API_WARM_READY must be a number from 0 to 99")

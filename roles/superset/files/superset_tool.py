@@ -2,6 +2,8 @@
 
 db-revisions   print {"current": [...], "heads": [...]} for the metadata database (Alembic)
 provision DIR  import the dashboard files in DIR with Superset's importer; print "changed" or "unchanged"
+analytics FILE the analytics database's per-group connections and roles from FILE (JSON); print
+               "changed" or "unchanged"
 """
 
 import hashlib
@@ -82,12 +84,63 @@ def provision(directory: Path) -> None:
         print("changed")
 
 
+# What a group's role may do beside reading dashboards (Gamma): use its own connection (and no
+# other), add datasets on it, and browse its schemas; SQL Lab comes from the sql_lab role.
+GROUP_PERMISSIONS = [("can_write", "Dataset"), ("can_read", "Database")]
+CONNECTION = {"expose_in_sqllab": True, "allow_dml": False, "allow_ctas": False, "allow_cvas": False,
+              "allow_run_async": False, "allow_file_upload": False}  # fmt: skip
+
+
+def analytics(path: Path) -> None:
+    """One Superset database per group ([{name, role, uri}]): it logs in as the group's own
+    database role, which can read nothing but the group's schema and `shared`, so whatever Superset
+    lets through, the database refuses the rest. The Superset role of the same group may use that
+    connection and no other."""
+    from superset.app import create_app
+
+    spec = json.loads(path.read_text())
+    app = create_app()
+    with app.app_context():
+        from superset import db
+        from superset import security_manager as sm
+        from superset.models.core import Database
+
+        changed = False
+        for c in spec:
+            d = db.session.query(Database).filter_by(database_name=c["name"]).one_or_none()
+            if d is None:
+                d = Database(database_name=c["name"])
+                db.session.add(d)
+                changed = True
+            if d.sqlalchemy_uri_decrypted != c["uri"]:
+                d.set_sqlalchemy_uri(c["uri"])
+                changed = True
+            for attr, value in CONNECTION.items():
+                if getattr(d, attr) != value:
+                    setattr(d, attr, value)
+                    changed = True
+            db.session.flush()
+            role = sm.find_role(c["role"])
+            if role is None:
+                role = sm.add_role(c["role"])
+                changed = True
+            for perm, view in [("database_access", d.perm), *GROUP_PERMISSIONS]:
+                pv = sm.find_permission_view_menu(perm, view) or sm.add_permission_view_menu(perm, view)
+                if pv not in role.permissions:
+                    sm.add_permission_role(role, pv)
+                    changed = True
+        db.session.commit()
+        print("changed" if changed else "unchanged")
+
+
 def main() -> None:
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "db-revisions":
         revisions()
     elif cmd == "provision" and len(sys.argv) == 3:
         provision(Path(sys.argv[2]))
+    elif cmd == "analytics" and len(sys.argv) == 3:
+        analytics(Path(sys.argv[2]))
     else:
         sys.exit(__doc__)
 

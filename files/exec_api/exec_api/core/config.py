@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     systemd_tasks_max: int = 256
     systemd_slice: str = "exec-api-runs.slice"
     systemd_extra_properties: list[str] = []
+    systemd_environment: dict[str, str] = Field(
+        default={},
+        description="environment of every run, the same for all users (the launcher allows exactly "
+        "these, e.g. PGSERVICE for the analytics database)",
+    )
 
     # --- ready runs (subprocess and systemd runners) --------------------------------------
     ready_per_user: int = Field(

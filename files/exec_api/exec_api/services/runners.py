@@ -643,6 +643,7 @@ class SystemdRunner(SubprocessRunner):
             f"--setenv=LOGNAME={username}",
             "--setenv=PYDEVD_DISABLE_FILE_VALIDATION=1",
             f"--setenv=EXEC_API_WARM_READY={min(int(s.ready_per_user), READY_CAP)}",
+            *(f"--setenv={k}={v}" for k, v in sorted(s.systemd_environment.items())),
         ]
         for prop in props:
             argv += ["-p", prop]
