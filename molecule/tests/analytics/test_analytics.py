@@ -1,0 +1,271 @@
+"""The analytics database (roles/analytics), the seed's second scenario end to end: alice (team-a)
+writes a DataFrame to her group's schema from her lab, registers a report notebook with `month` and
+`region`, two runs of it write rows to team_a.sales_report, and she charts them in Superset (logged
+in through the provider); bob, in no group, can read none of it, from his notebook or in Superset;
+and when the provider takes team-a from alice, her next login takes the access away.
+
+The database enforces each boundary: the assertions are what PostgreSQL answers a user's own code
+and what Superset's per-group connection may read, never the configuration that says it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from conftest import GROUP, SCHEMA
+from hostlib import browser_hub_token, until
+from provider_admin import groups_at_provider
+from supersetlib import SupersetSession
+
+TABLE = f"{SCHEMA}.sales_report"
+CONNECTION = f"analytics ({GROUP})"
+# A report notebook: its parameters cell declares month (int) and region (str); it writes one row
+# to the group's table with no password anywhere (PGSERVICE and ~/.pgpass).
+REPORT = {
+    "cells": [
+        {"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
+         "outputs": [], "source": "month = 1\nregion = 'north'"},
+        {"cell_type": "code", "execution_count": None, "id": "w", "metadata": {"tags": []}, "outputs": [],
+         "source": "import psycopg\n"
+                   "with psycopg.connect('') as db:\n"
+                   f"    db.execute('INSERT INTO {TABLE} (month, region, amount, made_by) "
+                   "VALUES (%s, %s, %s, current_user)', (month, region, month * 100.0))"},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}  # fmt: skip
+
+
+def refused(kernel, sql: str, **connect) -> str:
+    """What PostgreSQL answers the kernel's user for `sql` ('' when it was allowed)."""
+    code = (
+        "import psycopg, json\n"
+        "try:\n"
+        f"    with psycopg.connect('', connect_timeout=10, **{connect!r}) as db:\n"
+        f"        db.execute({sql!r}).fetchall() if {sql!r}.lstrip().upper().startswith('SELECT') else db.execute({sql!r})\n"
+        "    print(json.dumps(''))\n"
+        "except psycopg.Error as e:\n"
+        "    print(json.dumps(str(e).strip()))\n"
+    )
+    return kernel.json(code)
+
+
+def rows(kernel, sql: str) -> list:
+    return kernel.json(
+        f"import psycopg, json\nwith psycopg.connect('') as db:\n    print(json.dumps(db.execute({sql!r}).fetchall(), default=str))"
+    )
+
+
+# ------------------------------------------------------------------------- from the lab
+@pytest.fixture(scope="module")
+def seeded(alice):
+    """alice writes a DataFrame to her group's schema from her lab, with pandas and SQLAlchemy, as
+    the README shows: no host, user or password in the notebook."""
+    alice.run(
+        "import pandas as pd, sqlalchemy as sa\n"
+        "engine = sa.create_engine('postgresql+psycopg://')\n"
+        "pd.DataFrame({'month': [0], 'region': ['seed'], 'amount': [0.0], 'made_by': ['lab']})"
+        f".to_sql('sales_report', engine, schema={SCHEMA!r}, if_exists='replace', index=False)\n"
+    )
+    return TABLE
+
+
+def test_alice_writes_a_dataframe_to_her_groups_schema_from_her_lab(seeded, alice):
+    assert rows(alice, f"SELECT month, region FROM {seeded}") == [[0, "seed"]]
+
+
+def test_the_table_belongs_to_the_group_not_to_alice(seeded, alice):
+    """So every member may use it, and a member who leaves the group loses it."""
+    owner = rows(alice, f"SELECT tableowner FROM pg_tables WHERE schemaname = '{SCHEMA}' AND tablename = 'sales_report'")
+    assert owner == [[f"group.{GROUP}"]]
+
+
+def test_alice_connects_as_herself_with_the_password_the_platform_keeps(alice, site):
+    assert rows(alice, "SELECT current_user, current_database()") == [["alice", "analytics"]]
+    pgpass = site.file("/home/alice/.pgpass")
+    assert (pgpass.user, pgpass.mode) == ("alice", 0o600)
+    assert pgpass.content_string.startswith("*:*:analytics:alice:")
+
+
+def test_alices_own_schema_is_where_her_tables_go_by_default(alice, bob):
+    alice.run("import psycopg\nwith psycopg.connect('') as db:\n    db.execute('CREATE TABLE IF NOT EXISTS mine (x int)')")
+    assert rows(alice, "SELECT schemaname FROM pg_tables WHERE tablename = 'mine'") == [["alice"]]
+    assert "permission denied for schema alice" in refused(bob, "SELECT * FROM alice.mine")
+
+
+# ------------------------------------------------------------------------- from runs
+@pytest.fixture(scope="module")
+def report_runs(seeded, alice, alice_api):
+    """The report registered with typed parameters, run twice through the exec API."""
+    alice.run(
+        "import json, pathlib\n"
+        "p = pathlib.Path.home() / 'notebooks' / 'analytics'\n"
+        "p.mkdir(parents=True, exist_ok=True)\n"
+        f"(p / 'sales.ipynb').write_text(json.dumps({REPORT!r}))\n"
+    )
+    nb = alice_api.register_notebook("analytics/sales.ipynb", f"sales report {secrets.token_hex(3)}")
+    runs = [alice_api.run(notebook_id=nb.id, parameters=p) for p in ({"month": 3, "region": "north"},
+                                                                     {"month": 4, "region": "south"})]  # fmt: skip
+    return nb, [alice_api.wait(r.id, timeout=300) for r in runs]
+
+
+def test_the_reports_parameters_are_typed(report_runs, alice_api):
+    nb, _ = report_runs
+    assert {p.param_name: p.param_type for p in alice_api.parameters(nb.id)} == {"month": "int", "region": "str"}
+
+
+def test_two_runs_with_parameters_wrote_their_rows_as_alice(report_runs, alice):
+    _, done = report_runs
+    assert [r.status for r in done] == ["succeeded", "succeeded"], [(r.status, r.error_message) for r in done]
+    assert rows(alice, f"SELECT month, region, made_by FROM {TABLE} WHERE month > 0 ORDER BY month") == [
+        [3, "north", "alice"], [4, "south", "alice"]]  # fmt: skip
+
+
+# ------------------------------------------------------------------------- bob, outside the group
+def test_bob_cannot_read_the_groups_table_from_his_notebook(seeded, bob):
+    assert "permission denied for schema team_a" in refused(bob, f"SELECT * FROM {TABLE}")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [f"INSERT INTO {TABLE} (month, region) VALUES (13, 'bob')", f"CREATE TABLE {SCHEMA}.bobs (x int)",
+     f"DROP TABLE {TABLE}"],
+    ids=["insert", "create", "drop"],
+)  # fmt: skip
+def test_bobs_writes_to_the_groups_schema_are_refused(seeded, bob, sql):
+    assert "permission denied for schema team_a" in refused(bob, sql)
+
+
+def test_bob_cannot_write_shared_or_public(bob):
+    assert "permission denied for schema shared" in refused(bob, "CREATE TABLE shared.bobs (x int)")
+    assert "permission denied for schema public" in refused(bob, "CREATE TABLE public.bobs (x int)")
+
+
+def test_bob_cannot_give_himself_a_group(bob):
+    granted = refused(bob, f'GRANT "group.{GROUP}" TO bob')
+    assert "admin option" in granted or "permission denied" in granted, granted
+    assert "permission denied" in refused(
+        bob, "SELECT analytics_platform.sync_user('bob', ARRAY['team-a'], true, NULL)")
+    assert "permission denied" in refused(bob, 'SET ROLE "analytics.admin"')
+
+
+@pytest.mark.parametrize("database", ["exec_api", "jupyterhub", "superset", "postgres"])
+def test_a_users_role_cannot_reach_the_services_databases(alice, database):
+    answer = refused(alice, "SELECT 1", dbname=database)
+    assert answer and ("no pg_hba.conf entry" in answer or "permission denied" in answer), answer
+
+
+# ------------------------------------------------------------------------- Superset
+@pytest.fixture(scope="module")
+def alice_superset(browser, superset_url, ca, team_member):
+    s = SupersetSession(browser, superset_url, ca, team_member)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def bob_superset(browser, superset_url, ca, outsider_user):
+    s = SupersetSession(browser, superset_url, ca, outsider_user)
+    yield s
+    s.close()
+
+
+def databases(session) -> dict[str, int]:
+    r = session.get("/api/v1/database/?q=(page_size:100)")
+    assert r.status_code == 200, f"{session.who}: databases: HTTP {r.status_code} {r.text[:300]}"
+    return {d["database_name"]: d["id"] for d in r.json()["result"]}
+
+
+@pytest.fixture(scope="module")
+def charted(report_runs, alice_superset):
+    """alice's dataset on the group's table, a table chart of it on a dashboard of hers."""
+    s = alice_superset
+    db = databases(s)[CONNECTION]
+    r = s.post("/api/v1/dataset/", {"database": db, "schema": SCHEMA, "table_name": "sales_report"})
+    assert r.status_code == 201, f"alice's dataset: HTTP {r.status_code} {r.text[:500]}"
+    dataset = r.json()["id"]
+    r = s.post("/api/v1/dashboard/", {"dashboard_title": "Team A sales", "published": True})
+    assert r.status_code == 201, f"alice's dashboard: HTTP {r.status_code} {r.text[:500]}"
+    dashboard = r.json()["id"]
+    params = {"query_mode": "raw", "all_columns": ["month", "region", "made_by"], "row_limit": 100}
+    r = s.post("/api/v1/chart/", {"slice_name": "Sales by month", "viz_type": "table", "datasource_id": dataset,
+                                  "datasource_type": "table", "params": json.dumps(params),
+                                  "dashboards": [dashboard]})  # fmt: skip
+    assert r.status_code == 201, f"alice's chart: HTTP {r.status_code} {r.text[:500]}"
+    return {"database": db, "dataset": dataset, "dashboard": dashboard, "chart": r.json()["id"]}
+
+
+def chart_data(session, dataset: int):
+    return session.post("/api/v1/chart/data", {
+        "datasource": {"id": dataset, "type": "table"}, "force": True, "result_format": "json", "result_type": "full",
+        "queries": [{"columns": ["month", "region"], "metrics": [], "orderby": [["month", True]], "row_limit": 100}],
+    })  # fmt: skip
+
+
+def test_alice_has_her_groups_superset_role_and_connection(alice_superset):
+    assert GROUP in (alice_superset.roles() or [])
+    assert CONNECTION in databases(alice_superset)
+
+
+def test_alices_chart_shows_the_rows_the_runs_wrote(charted, alice_superset):
+    r = chart_data(alice_superset, charted["dataset"])
+    assert r.status_code == 200, f"chart data: HTTP {r.status_code} {r.text[:500]}"
+    got = [(row["month"], row["region"]) for row in r.json()["result"][0]["data"]]
+    assert (3, "north") in got and (4, "south") in got, got
+
+
+def test_alices_dashboard_loads_with_her_chart(charted, alice_superset, superset_url):
+    page = alice_superset.page
+    r = page.goto(f"{superset_url}/superset/dashboard/{charted['dashboard']}/")
+    assert r is not None and r.status == 200, f"dashboard page: {r and r.status}"
+    page.get_by_text("Sales by month").first.wait_for(timeout=90000)
+    page.get_by_text("south").first.wait_for(timeout=90000)
+
+
+def test_bob_sees_neither_the_connection_nor_the_dataset(charted, bob_superset):
+    assert CONNECTION not in databases(bob_superset)
+    r = bob_superset.get("/api/v1/dataset/?q=(page_size:100)")
+    assert r.status_code == 200 and charted["dataset"] not in {d["id"] for d in r.json()["result"]}, r.text[:300]
+    assert bob_superset.get(f"/api/v1/dataset/{charted['dataset']}").status_code in (403, 404)
+
+
+def test_bob_gets_none_of_the_charts_data(charted, bob_superset):
+    r = chart_data(bob_superset, charted["dataset"])
+    assert r.status_code in (403, 404), f"bob's chart data: HTTP {r.status_code} {r.text[:300]}"
+    assert "south" not in r.text
+
+
+def test_the_groups_connection_cannot_read_another_schema(charted, alice_superset, bob):
+    """What Superset lets alice run on her group's connection, the database still refuses: the
+    connection logs in as the group's role, which cannot read bob's schema."""
+    bob.run("import psycopg\nwith psycopg.connect('') as db:\n"
+            "    db.execute('CREATE TABLE IF NOT EXISTS secret AS SELECT 42 AS answer')")  # fmt: skip
+    r = alice_superset.post("/api/v1/sqllab/execute/", {
+        "database_id": charted["database"], "sql": "SELECT * FROM bob.secret", "schema": SCHEMA,
+        "runAsync": False, "client_id": secrets.token_hex(5), "tab": "probe", "json": True,
+    })  # fmt: skip
+    assert r.status_code >= 400 and "permission denied for schema bob" in r.text, f"HTTP {r.status_code} {r.text[:500]}"
+
+
+# ------------------------------------------------------------------------- losing the group
+def test_alice_loses_team_a_at_the_provider_and_then_cannot_read_it(
+    charted, alice, browser, hub_url, superset_url, ca, team_member, provider_host, issuer
+):
+    without = [g for g in team_member["groups"] if g != GROUP]
+    try:
+        with groups_at_provider(provider_host, issuer, ca, "alice", without):
+            browser_hub_token(browser, hub_url, team_member)  # her next login
+            answer = refused(alice, f"SELECT * FROM {TABLE}")
+            s = SupersetSession(browser, superset_url, ca, team_member)
+            try:
+                roles = s.roles() or []
+                data = chart_data(s, charted["dataset"])
+            finally:
+                s.close()
+        assert "permission denied for schema team_a" in answer, answer
+        assert GROUP not in roles, roles
+        assert data.status_code in (403, 404), f"chart data without the group: HTTP {data.status_code}"
+    finally:
+        browser_hub_token(browser, hub_url, team_member)  # the group back, at the provider and here
+    until(lambda: not refused(alice, f"SELECT 1 FROM {TABLE} LIMIT 1"), 30, "alice's access back after her login")
