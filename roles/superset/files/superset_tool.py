@@ -112,7 +112,7 @@ def analytics(path: Path) -> None:
                 d = Database(database_name=c["name"])
                 db.session.add(d)
                 changed = True
-            if d.sqlalchemy_uri_decrypted != c["uri"]:
+            if not d.sqlalchemy_uri or d.sqlalchemy_uri_decrypted != c["uri"]:
                 d.set_sqlalchemy_uri(c["uri"])
                 changed = True
             for attr, value in CONNECTION.items():
