@@ -43,7 +43,8 @@ def refused(kernel, sql: str, **connect) -> str:
         "import psycopg, json\n"
         "try:\n"
         f"    with psycopg.connect('', connect_timeout=10, **{connect!r}) as db:\n"
-        f"        db.execute({sql!r}).fetchall() if {sql!r}.lstrip().upper().startswith('SELECT') else db.execute({sql!r})\n"
+        f"        cur = db.execute({sql!r})\n"
+        "        cur.fetchall() if cur.description else None\n"
         "    print(json.dumps(''))\n"
         "except psycopg.Error as e:\n"
         "    print(json.dumps(str(e).strip()))\n"
@@ -53,7 +54,8 @@ def refused(kernel, sql: str, **connect) -> str:
 
 def rows(kernel, sql: str) -> list:
     return kernel.json(
-        f"import psycopg, json\nwith psycopg.connect('') as db:\n    print(json.dumps(db.execute({sql!r}).fetchall(), default=str))"
+        "import psycopg, json\nwith psycopg.connect('') as db:\n"
+        f"    print(json.dumps(db.execute({sql!r}).fetchall(), default=str))"
     )
 
 
