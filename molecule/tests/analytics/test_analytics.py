@@ -158,6 +158,19 @@ def test_bob_cannot_give_himself_a_group(bob):
     assert "permission denied" in refused(bob, 'SET ROLE "analytics.admin"')
 
 
+@pytest.mark.parametrize(
+    "sql",
+    ["CREATE FUNCTION leak() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+     f"CREATE TRIGGER leak BEFORE INSERT ON {TABLE} FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+     f"CREATE RULE leak AS ON INSERT TO {TABLE} DO ALSO NOTIFY leak"],
+    ids=["function", "trigger", "rule"],
+)  # fmt: skip
+def test_no_member_plants_code_that_runs_as_another(seeded, alice, sql):
+    """A trigger, rule or default on a table the group shares runs as whoever writes to it: no
+    user may create code in the database at all."""
+    assert "is not allowed in the analytics database" in refused(alice, sql)
+
+
 @pytest.mark.parametrize("database", ["exec_api", "jupyterhub", "superset", "postgres"])
 def test_a_users_role_cannot_reach_the_services_databases(alice, database):
     answer = refused(alice, "SELECT 1", dbname=database)

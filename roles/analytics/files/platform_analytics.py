@@ -60,7 +60,10 @@ def pgpass_key(cfg: dict, name: str) -> str:
 # checked to be the user's; ~/.pgpass is read only when it is the user's own regular file, and
 # replaced by renaming a new file (made here, 0600, given to the user) over it in that directory.
 def open_home(pw: pwd.struct_passwd) -> int:
-    fd = os.open(pw.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(pw.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise Refused(3, f"{pw.pw_name}'s home {pw.pw_dir} is not a directory of theirs ({e.strerror})") from None
     st = os.fstat(fd)
     if st.st_uid != pw.pw_uid:
         os.close(fd)
@@ -175,7 +178,12 @@ def sync(cfg: dict, name: str, provider_groups: list[str]) -> dict:
         finally:
             conn.close()
         if not keep:
-            write_pgpass(home, pw, with_password(text, key, password))
+            try:
+                write_pgpass(home, pw, with_password(text, key, password))
+            except OSError as e:
+                raise Refused(
+                    2, f"~{name}/{PGPASS} could not be written ({e.strerror}); the next login tries again"
+                ) from None
     finally:
         os.close(home)
     return {"user": name, "changed": [c for c in changed if c != "password"],
