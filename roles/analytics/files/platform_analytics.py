@@ -159,7 +159,7 @@ def sync(cfg: dict, name: str, provider_groups: list[str]) -> dict:
     try:
         text, mtime = read_pgpass(home, pw)
         old = password_in(text, key)
-        fresh = old is not None and time.time() - mtime < cfg["password_max_age_days"] * 86400
+        fresh = old is not None and time.time() - mtime < cfg["credential_max_age_days"] * 86400
         keep = fresh and works(cfg, name, old)
         password = old if keep else secrets.token_hex(24)
         import psycopg2
