@@ -14,7 +14,7 @@ import secrets
 
 import pytest
 from conftest import GROUP, SCHEMA
-from hostlib import browser_hub_token, until
+from hostlib import browser_hub_token, notebook, until
 from provider_admin import groups_at_provider
 from supersetlib import SupersetSession
 
@@ -22,19 +22,15 @@ TABLE = f"{SCHEMA}.sales_report"
 CONNECTION = f"analytics ({GROUP})"
 # A report notebook: its parameters cell declares month (int) and region (str); it writes one row
 # to the group's table with no password anywhere (PGSERVICE and ~/.pgpass).
-REPORT = {
-    "cells": [
-        {"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
-         "outputs": [], "source": "month = 1\nregion = 'north'"},
-        {"cell_type": "code", "execution_count": None, "id": "w", "metadata": {"tags": []}, "outputs": [],
-         "source": "import psycopg\n"
-                   "with psycopg.connect('') as db:\n"
-                   f"    db.execute('INSERT INTO {TABLE} (month, region, amount, made_by) "
-                   "VALUES (%s, %s, %s, current_user)', (month, region, month * 100.0))"},
+REPORT = notebook(
+    [
+        "import psycopg\n"
+        "with psycopg.connect('') as db:\n"
+        f"    db.execute('INSERT INTO {TABLE} (month, region, amount, made_by) "
+        "VALUES (%s, %s, %s, current_user)', (month, region, month * 100.0))"
     ],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
-}  # fmt: skip
+    parameters="month = 1\nregion = 'north'",
+)
 
 
 def refused(kernel, sql: str, **connect) -> str:
