@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from exec_api.client import DEFAULT_URL, ExecApiClient, ExecApiError
+from exec_api.client import ExecApiClient, ExecApiError
 
 
 def _value(text: str) -> Any:
@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="exec-api", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--url", default=os.environ.get("EXEC_API_URL", DEFAULT_URL))
+    ap.add_argument(
+        "--url", default=os.environ.get("EXEC_API_URL") or None, help="default: $EXEC_API_URL"
+    )
     ap.add_argument("--token-file", default=None)
     sub = ap.add_subparsers(dest="cmd", required=True)
 

@@ -9,7 +9,8 @@
 
 Token lookup (first found): the ``token`` argument, ``$EXEC_API_TOKEN``, the file named by
 ``$EXEC_API_TOKEN_FILE``, ``$JUPYTERHUB_API_TOKEN`` (inside a JupyterHub server), the file
-``~/.config/exec-api/token``.  Base URL: ``$EXEC_API_URL`` (default http://127.0.0.1:8002).
+``~/.config/exec-api/token``.  Base URL: ``$EXEC_API_URL`` (no default: a token never goes to
+an address nobody chose, such as a local port another user may listen on).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from exec_api.schemas import (
     SubscriptionResponse,
 )
 
-DEFAULT_URL = "http://127.0.0.1:8002"
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "skipped")
 
 
@@ -43,6 +43,18 @@ class ExecApiError(RuntimeError):
         super().__init__(f"HTTP {status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+
+
+def url_from_env() -> str:
+    """The exec API's address from ``$EXEC_API_URL``, which the platform sets in users' servers."""
+    url = os.environ.get("EXEC_API_URL", "").strip()
+    if not url:
+        raise ExecApiError(
+            0,
+            "no exec API address: set EXEC_API_URL to https://api.<your platform's domain> "
+            "(JupyterHub sets it in your server and its terminals), or pass --url",
+        )
+    return url
 
 
 def find_token(token: str | None = None) -> str:
@@ -67,19 +79,19 @@ def find_token(token: str | None = None) -> str:
 class ExecApiClient:
     def __init__(
         self,
-        base_url: str = DEFAULT_URL,
+        base_url: str | None = None,
         token: str | None = None,
         *,
         timeout: float = 30.0,
         http: httpx.Client | None = None,
     ) -> None:
         self._own = http is None
-        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=base_url or url_from_env(), timeout=timeout)
         self.headers = {"Authorization": f"Bearer {find_token(token)}"}
 
     @classmethod
     def from_env(cls, token: str | None = None) -> ExecApiClient:
-        return cls(os.environ.get("EXEC_API_URL", DEFAULT_URL), token)
+        return cls(url_from_env(), token)
 
     def __enter__(self) -> ExecApiClient:
         return self

@@ -56,7 +56,7 @@ from jupyter_scheduler.models import (
 from jupyter_scheduler.scheduler import BaseScheduler
 from traitlets import Unicode
 
-from exec_api.client import DEFAULT_URL, find_token
+from exec_api.client import find_token
 
 ENVIRONMENT = "exec-api"
 JOB, DEFINITION = "exec-", "sched-"
@@ -178,7 +178,7 @@ class ExecApiScheduler(BaseScheduler):
     task_runner = None  # nothing runs in the server: the exec API fires schedules
 
     api_url = Unicode(
-        os.environ.get("EXEC_API_URL") or DEFAULT_URL, config=True, help="The exec API's address."
+        os.environ.get("EXEC_API_URL", ""), config=True, help="The exec API's address."
     )
     notebook_area = Unicode(
         "~/notebooks", config=True, help="The notebook area the exec API runs notebooks from."

@@ -145,3 +145,21 @@ def test_schedules_from_the_client_and_the_command_line(server, user, tmp_path):
     assert code == 0, err
     code, out, _ = cli("schedules")
     assert json.loads(out) == []
+
+
+def test_without_an_address_nothing_is_sent_and_the_error_says_what_to_set(tmp_path, monkeypatch):
+    """No default address: a token never goes to a local port another user may listen on."""
+    monkeypatch.delenv("EXEC_API_URL", raising=False)
+    with pytest.raises(ExecApiError, match="set EXEC_API_URL"):
+        ExecApiClient(token="t")
+    tokfile = tmp_path / "tok"
+    tokfile.write_text("secret-token")
+    r = subprocess.run(
+        [sys.executable, "-m", "exec_api.cli", "notebooks"],
+        cwd=PKG,
+        env={"EXEC_API_TOKEN_FILE": str(tokfile), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "set EXEC_API_URL" in r.stderr, (r.returncode, r.stderr)
