@@ -41,7 +41,8 @@ def render(local_inventory, tmp_path, **extra):
 def test_the_wiring_keeps_homes_state_and_every_database(local_inventory, tmp_path):
     _, data = render(local_inventory, tmp_path, platform_backup_repository="/srv/repo")
     assert data["paths"] == ["/home", "/var/lib/exec-api", "/var/lib/jupyterhub", "/var/lib/superset"]
-    assert sorted(data["databases"]) == ["exec_api", "jupyterhub", "keycloak", "superset"]
+    # The services' databases and the analytics database users write to (roles/analytics).
+    assert sorted(data["databases"]) == ["analytics", "exec_api", "jupyterhub", "keycloak", "superset"]
 
 
 def test_bash_reads_the_settings_back_exactly(local_inventory, tmp_path):
