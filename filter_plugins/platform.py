@@ -231,16 +231,21 @@ def analytics_hba(groups: Mapping, hostvars: Mapping, server: str, database: str
         return []
     out = []
 
-    def rule(host: str, user: str, why: str) -> None:
+    def rule(host: str, user: str, why: str, socket: bool = False) -> None:
         local = host == server
-        address = f"{LOOPBACK}/32" if local else _address(hostvars, host, why) + "/32"
-        out.append({"type": "host" if local else "hostssl", "database": database, "user": user,
-                    "address": address, "method": "scram-sha-256"})  # fmt: skip
+        address = "" if local and socket else f"{LOOPBACK}/32" if local else _address(hostvars, host, why) + "/32"
+        kind = ("local" if socket else "host") if local else "hostssl"
+        out.append({"type": kind, "database": database, "user": user, "address": address,
+                    "method": "scram-sha-256"})  # fmt: skip
 
     for h in _unique(_present(groups, "jupyterhub") + _present(groups, "exec_api")):
         rule(h, "+analytics.users", "users' code reaches the analytics database")
     for h in _present(groups, "jupyterhub"):
-        rule(h, "analytics.sync", "the hub keeps users' analytics roles")
+        # On the database server the sync uses its socket (as itself, and to check a user's
+        # password): nobody can stand in for the server there.
+        rule(h, "analytics.sync", "the hub keeps users' analytics roles", socket=True)
+        if h == server:
+            rule(h, "+analytics.users", "", socket=True)
     for h in _present(groups, "superset"):
         rule(h, "+analytics.superset", "Superset reads the analytics database")
     return out

@@ -280,7 +280,9 @@ def test_analytics_hba_admits_users_code_hosts_the_sync_and_superset():
         {"user": "+analytics.superset", "address": "10.0.0.5/32", **rule},
     ]
     local = P.analytics_hba({"jupyterhub": ["db1"]}, HOSTVARS, "db1", "analytics")
-    assert {(r["type"], r["address"]) for r in local} == {("host", "127.0.0.1/32")}
+    assert [(r["user"], r["type"], r["address"]) for r in local] == [
+        ("+analytics.users", "host", "127.0.0.1/32"), ("analytics.sync", "local", ""),
+        ("+analytics.users", "local", "")]  # fmt: skip
     assert P.analytics_hba(groups, HOSTVARS, "db1", "") == []
 
 

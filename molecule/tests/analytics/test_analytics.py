@@ -167,6 +167,44 @@ def test_no_member_plants_code_that_runs_as_another(seeded, alice, sql):
     assert "is not allowed in the analytics database" in refused(alice, sql)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT query_to_xml('SELECT 1', true, false, '')", "SELECT table_to_xml('alice.mine', true, false, '')",
+     "SELECT database_to_xml(true, false, '')", "SELECT pg_notify('loot', 'x')"],
+    ids=["query_to_xml", "table_to_xml", "database_to_xml", "pg_notify"],
+)  # fmt: skip
+def test_no_user_calls_the_functions_that_run_sql_as_the_caller(alice, sql):
+    assert "permission denied for function" in refused(alice, sql)
+
+
+def test_a_default_planted_on_a_shared_table_reads_nothing_of_whoever_writes(alice, bob):
+    """alice shares a table of hers with bob whose default would read bob's private schema as
+    bob, when he inserts: the database refuses the function, as bob."""
+    bob.run("import psycopg\nwith psycopg.connect('') as db:\n"
+            "    db.execute('CREATE TABLE IF NOT EXISTS secret AS SELECT 42 AS answer')")  # fmt: skip
+    alice.run(
+        "import psycopg\nwith psycopg.connect('') as db:\n"
+        "    db.execute('DROP TABLE IF EXISTS trap')\n"
+        '    db.execute("CREATE TABLE trap (x int, loot text DEFAULT '
+        "query_to_xml('SELECT * FROM bob.secret', true, false, '')::text)\")\n"
+        "    db.execute('GRANT USAGE ON SCHEMA alice TO bob')\n"
+        "    db.execute('GRANT INSERT, SELECT ON trap TO bob')\n"
+    )
+    try:
+        assert "permission denied for function query_to_xml" in refused(bob, "INSERT INTO alice.trap (x) VALUES (1)")
+        assert rows(alice, "SELECT count(*) FROM trap") == [[0]]
+    finally:
+        alice.run("import psycopg\nwith psycopg.connect('') as db:\n    db.execute('DROP TABLE trap')\n"
+                  "    db.execute('REVOKE USAGE ON SCHEMA alice FROM bob')\n")  # fmt: skip
+
+
+def test_a_user_named_as_a_service_gets_no_role(site):
+    """Whatever the order of events: a user `superset` never gets (or takes over) the service's role."""
+    out = site.run("runuser -u postgres -- psql -X -d analytics -c "
+                   "\"SELECT analytics_platform.sync_user('superset', '{}', false, NULL)\"")  # fmt: skip
+    assert out.rc != 0 and "is not a name the platform makes a role of" in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("database", ["exec_api", "jupyterhub", "superset", "postgres"])
 def test_a_users_role_cannot_reach_the_services_databases(alice, database):
     answer = refused(alice, "SELECT 1", dbname=database)
@@ -274,9 +312,16 @@ def test_the_groups_connection_cannot_read_another_schema(charted, alice_superse
 
 # ------------------------------------------------------------------------- losing the group
 def test_alice_loses_team_a_at_the_provider_and_then_cannot_read_it(
-    charted, alice, browser, hub_url, superset_url, ca, team_member, provider_host, issuer
+    charted, alice, browser, hub_url, superset_url, ca, team_member, provider_host, issuer, site
 ):
     without = [g for g in team_member["groups"] if g != GROUP]
+    # While a member she grants herself the schema and the table directly: that goes with the group.
+    alice.run(
+        "import psycopg\nwith psycopg.connect('') as db:\n"
+        f"    db.execute('GRANT USAGE ON SCHEMA {SCHEMA} TO alice')\n"
+        f"    db.execute('GRANT SELECT ON {TABLE} TO alice')\n"
+    )
+    pgpass = site.file("/home/alice/.pgpass").content_string
     try:
         with groups_at_provider(provider_host, issuer, ca, "alice", without):
             browser_hub_token(browser, hub_url, team_member)  # her next login
@@ -293,3 +338,5 @@ def test_alice_loses_team_a_at_the_provider_and_then_cannot_read_it(
     finally:
         browser_hub_token(browser, hub_url, team_member)  # the group back, at the provider and here
     until(lambda: not refused(alice, f"SELECT 1 FROM {TABLE} LIMIT 1"), 30, "alice's access back after her login")
+    # Her password was kept through the logins: it worked and was not old.
+    assert site.file("/home/alice/.pgpass").content_string == pgpass
