@@ -21,7 +21,8 @@ def apply_role(tmp_path, **role_vars):
 
 
 def test_valid_input_passes(tmp_path):
-    out = apply_role(tmp_path, postgresql_databases=[GOOD])
+    local = {"type": "local", "database": "a", "user": "a", "method": "scram-sha-256"}  # the socket: no address
+    out = apply_role(tmp_path, postgresql_databases=[GOOD], postgresql_hba_entries=[local])
     assert out.returncode == 0, out.stdout[-2000:]
 
 
@@ -35,7 +36,12 @@ def test_valid_input_passes(tmp_path):
         ([GOOD, {**GOOD, "name": "other"}], [], "each service needs its own database and its own owner"),
         ([], [{"type": "host", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "md5"}], "method"),
         ([], [{"type": "host", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "trust"}], "method"),
-        ([], [{"type": "local", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "reject"}], "type"),
+        (
+            [],
+            [{"type": "local", "database": "a", "user": "a", "address": "10.0.0.0/8", "method": "reject"}],
+            "none for local",
+        ),
+        ([], [{"type": "socket", "database": "a", "user": "a", "method": "reject"}], "type"),
     ],
 )
 def test_bad_input_is_refused_with_the_variable_named(tmp_path, databases, hba, expect):
