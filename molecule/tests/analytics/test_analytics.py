@@ -205,6 +205,23 @@ def test_a_user_named_as_a_service_gets_no_role(site):
     assert out.rc != 0 and "is not a name the platform makes a role of" in out.stderr, out.stderr
 
 
+def test_from_another_host_only_tls_is_admitted(alice, site):
+    """Where the database is on another host than users' code, a connection without TLS is refused."""
+    service = site.file("/etc/postgresql-common/pg_service.conf").content_string
+    if "host=127.0.0.1" in service:
+        pytest.skip("the database is on the hub's own host here (loopback)")
+    assert "no pg_hba.conf entry" in refused(alice, "SELECT 1", sslmode="disable")
+    assert rows(alice, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [[True]]
+
+
+def test_the_daily_size_report_names_each_schema_with_its_size(group_hosts, seeded):
+    db = group_hosts("postgresql")[0]
+    since = db.check_output("date +'%Y-%m-%d %H:%M:%S'")
+    db.check_output("systemctl start platform-analytics-sizes.service")
+    log = db.check_output(f"journalctl -u platform-analytics-sizes --since '{since}' --no-pager -o cat")
+    assert f'schema {SCHEMA} (owner "group.{GROUP}"):' in log and "schema alice (owner alice):" in log, log
+
+
 @pytest.mark.parametrize("database", ["exec_api", "jupyterhub", "superset", "postgres"])
 def test_a_users_role_cannot_reach_the_services_databases(alice, database):
     answer = refused(alice, "SELECT 1", dbname=database)
