@@ -10,12 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from analyticslib import GROUP
 from exec_api.client import ExecApiClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "superset"))  # supersetlib
-
-GROUP = "team-a"
-SCHEMA = "team_a"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import json
 import secrets
 
 import pytest
-from conftest import GROUP, SCHEMA
+from analyticslib import GROUP, SCHEMA
 from hostlib import browser_hub_token, notebook, until
 from provider_admin import groups_at_provider
 from supersetlib import SupersetSession
