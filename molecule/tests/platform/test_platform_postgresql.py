@@ -27,9 +27,20 @@ def test_no_pg_hba_rule_trusts_or_takes_a_weak_password(db_server):
     assert not weak, f"pg_hba rules without SCRAM or peer: {weak}"
 
 
-def test_only_postgres_logs_in_over_the_local_socket(db_server):
+def analytics_on(inventory) -> bool:
+    """The analytics database is there when the inventory has JupyterHub (roles/analytics)."""
+    return bool(hosts_of(inventory, "jupyterhub"))
+
+
+def test_only_postgres_logs_in_over_the_local_socket_and_the_analytics_sync(db_server, db_server_name, inventory):
+    """And, where the hub runs on the database server, the analytics database's sync (and its check
+    of a user's password) over the socket, with SCRAM."""
     local = [r for r in hba_rules(db_server) if r["type"] == "local"]
-    assert [(r["user_name"], r["auth_method"]) for r in local] == [(["postgres"], "peer")], f"local rules: {local}"
+    expected = [(["postgres"], "peer")]
+    if analytics_on(inventory) and db_server_name in hosts_of(inventory, "jupyterhub"):
+        expected += [(["analytics.sync"], "scram-sha-256"), (["+analytics.users"], "scram-sha-256")]
+    assert [(r["user_name"], r["auth_method"]) for r in local] == expected, f"local rules: {local}"
+    assert all(r["database"] in (["all"], ["analytics"]) for r in local), f"local rules: {local}"
 
 
 def test_no_network_rule_opens_every_database(db_server):
@@ -44,7 +55,8 @@ def test_every_network_rule_takes_scram(db_server):
 
 def test_each_service_is_admitted_only_from_its_own_hosts(db_server, db_server_name, databases, inventory, hostvars):
     """One rule per service and host (loopback for the database's own host, TLS from another),
-    and Superset's reader on the exec API's database from Superset's hosts."""
+    Superset's reader on the exec API's database from Superset's hosts, and the analytics
+    database's roles from the hosts of users' code, the hub and Superset."""
 
     def rules_for(db: str, user: str, group: str) -> set[tuple]:
         out = set()
@@ -55,9 +67,17 @@ def test_each_service_is_admitted_only_from_its_own_hosts(db_server, db_server_n
                 out.add(("hostssl", db, user, hostvars[h]["ansible_host"]))
         return out
 
+    def ipv4(rules: set[tuple]) -> set[tuple]:
+        return {r for r in rules if r[3] != "::1"}
+
     expected = set().union(*(rules_for(s, s, s) for s in databases))
     if {"exec_api", "superset"} <= set(databases):
-        expected |= {r for r in rules_for("exec_api", READER, "superset") if r[3] != "::1"}
+        expected |= ipv4(rules_for("exec_api", READER, "superset"))
+    if analytics_on(inventory):
+        expected |= ipv4(rules_for("analytics", "+analytics.users", "jupyterhub")
+                         | rules_for("analytics", "+analytics.users", "exec_api")
+                         | rules_for("analytics", "+analytics.superset", "superset"))  # fmt: skip
+        expected |= {r for r in rules_for("analytics", "analytics.sync", "jupyterhub") if r[0] == "hostssl"}
     found = {(r["type"], *r["database"], *r["user_name"], r["address"]) for r in hba_rules(db_server)
              if r["type"] != "local"}  # fmt: skip
     assert found == expected, f"missing {sorted(expected - found)}, unexpected {sorted(found - expected)}"
@@ -71,12 +91,20 @@ def test_only_scram_verifiers_are_stored(db_server):
     assert not weak, f"roles with a password that is not a SCRAM-SHA-256 verifier: {weak}"
 
 
-def test_a_password_for_each_service_role_and_superset_reader_only(db_server, databases):
-    stored = sorted(
-        r["rolname"] for r in query(db_server, "SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL")
-    )
+def test_a_password_for_each_service_role_and_superset_reader_only(db_server, databases, inventory, platform_vars):
+    """Besides the services' roles and Superset's reader: the analytics database's sync and one
+    Superset connection per group. Users' own analytics roles (members of analytics.users, made at
+    their first login) are the analytics tests' concern."""
+    stored = sorted(r["rolname"] for r in query(db_server, (
+        "SELECT rolname FROM pg_authid a WHERE rolpassword IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_auth_members m "
+        "JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid AND g.rolname = 'analytics.users')")))  # fmt: skip
     readers = [READER] if {"exec_api", "superset"} <= set(databases) else []
-    assert stored == sorted(databases + readers), f"roles with a password: {stored}"
+    analytics = []
+    if analytics_on(inventory):
+        analytics = ["analytics.sync"]
+        if hosts_of(inventory, "superset"):
+            analytics += [f"superset.{g}" for g in platform_vars.get("platform_analytics_groups", [])]
+    assert stored == sorted(databases + readers + analytics), f"roles with a password: {stored}"
 
 
 def test_postgresql_listens_where_its_clients_are_only(db_server, db_server_name, hostvars, remote_clients):
