@@ -26,12 +26,16 @@ from upgradelib import (
 # request log.
 TOUCHED = {"jupyterhub.users", "jupyterhub.spawners"}
 DROPPED = {"jupyterhub.api_tokens", "superset.logs"}
-# What a release changes on purpose: each database's schema revision, and the dashboard the
-# platform provisions (its charts, dataset, columns, metrics, connection; users' dashboards are
-# compared on their own: upgradelib.KEPT_ROWS).
+# What a release changes on purpose: each database's schema revision, the dashboard the platform
+# provisions (its charts, dataset, columns, metrics, connection; users' dashboards are compared on
+# their own: upgradelib.KEPT_ROWS), and the Superset roles the platform keeps with their
+# permissions (the analytics database's role per group; which users hold which role, ab_user_role,
+# is still compared).
 RELEASED = {"exec_api.alembic_version", "jupyterhub.alembic_version", "superset.alembic_version",
             "superset.dashboards", "superset.slices", "superset.tables", "superset.table_columns",
-            "superset.sql_metrics", "superset.dbs", "superset.dashboard_slices", "superset.slice_user"}  # fmt: skip
+            "superset.sql_metrics", "superset.dbs", "superset.dashboard_slices", "superset.slice_user",
+            "superset.ab_role", "superset.ab_view_menu", "superset.ab_permission_view",
+            "superset.ab_permission_view_role"}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
