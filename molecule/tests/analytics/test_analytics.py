@@ -198,9 +198,9 @@ def test_a_default_planted_on_a_shared_table_reads_nothing_of_whoever_writes(ali
                   "    db.execute('REVOKE USAGE ON SCHEMA alice FROM bob')\n")  # fmt: skip
 
 
-def test_a_user_named_as_a_service_gets_no_role(site):
+def test_a_user_named_as_a_service_gets_no_role(group_hosts):
     """Whatever the order of events: a user `superset` never gets (or takes over) the service's role."""
-    out = site.run("runuser -u postgres -- psql -X -d analytics -c "
+    out = group_hosts("postgresql")[0].run("runuser -u postgres -- psql -X -d analytics -c "
                    "\"SELECT analytics_platform.sync_user('superset', '{}', false, NULL)\"")  # fmt: skip
     assert out.rc != 0 and "is not a name the platform makes a role of" in out.stderr, out.stderr
 
