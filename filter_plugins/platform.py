@@ -431,7 +431,7 @@ class FilterModule:
             "platform_user_password_secrets": user_password_secrets,
             "platform_users_with_passwords": users_with_passwords,
             "platform_group_members": group_members,
-            "platform_analytics_groups": analytics_groups,
+            "platform_analytics_schemas_of": analytics_groups,
             "platform_analytics_hba": analytics_hba,
             "platform_analytics_superset_connections": analytics_superset_connections,
             "platform_analytics_superset_roles": analytics_superset_roles,

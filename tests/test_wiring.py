@@ -139,8 +139,10 @@ def test_superset_is_wired_from_the_same_places(local_inventory):
     assert ss["logout"] == "https://superset.example.org/login/"
     assert ss["mapping"] == {"platform-admins": ["Admin"], "platform-users": ["Gamma"]}
     assert ss["server"] == "local1" and ss["reader"] == "superset_reader"
-    assert ss["hba"] == [{"type": "host", "database": "exec_api", "user": "superset_reader",
-                          "address": "127.0.0.1/32", "method": "scram-sha-256"}]  # fmt: skip
+    reader = {"type": "host", "database": "exec_api", "user": "superset_reader", "address": "127.0.0.1/32",
+              "method": "scram-sha-256"}  # fmt: skip
+    # Then the analytics database's rules (roles/analytics; filter_plugins' analytics_hba has their tests).
+    assert ss["hba"][0] == reader and all(r["database"] == "analytics" for r in ss["hba"][1:]), ss["hba"]
 
 
 def wiring_text() -> dict[str, str]:
