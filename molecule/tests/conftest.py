@@ -239,6 +239,22 @@ def api_url(domain, names) -> str:
 
 
 @pytest.fixture(scope="session")
+def superset_url(domain, names) -> str:
+    return f"https://superset.{domain}"
+
+
+@pytest.fixture(scope="session")
+def provider_host(group_hosts):
+    """The test harness's OpenID provider's host (scenarios with identity_provider: external)."""
+    return group_hosts("oidc_test_provider")[0]
+
+
+@pytest.fixture(scope="session")
+def issuer(platform_vars, names) -> str:
+    return platform_vars["platform_oidc_issuer"].rstrip("/")
+
+
+@pytest.fixture(scope="session")
 def hub_tokens(browser, hub_url, users) -> dict[str, str]:
     """alice's and bob's hub API tokens, each made after a real browser login."""
     return {name: browser_hub_token(browser, hub_url, users[name]) for name in ("alice", "bob")}

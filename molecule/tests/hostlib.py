@@ -286,3 +286,14 @@ def browser_hub_token(browser, hub_url: str, user: dict) -> str:
         return json.loads(text)["token"]
     finally:
         context.close()
+
+
+def api_client(api_url: str, ca: str, token: str):
+    """The exec API's own typed client (exec_api.client) with `token`, trusting only the install's CA."""
+    import ssl
+
+    import httpx
+    from exec_api.client import ExecApiClient
+
+    http = httpx.Client(base_url=api_url, verify=ssl.create_default_context(cafile=ca), trust_env=False, timeout=300)
+    return ExecApiClient(token=token, http=http)

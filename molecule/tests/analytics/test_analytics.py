@@ -88,6 +88,30 @@ def test_alice_connects_as_herself_with_the_password_the_platform_keeps(alice, s
     assert pgpass.content_string.startswith("*:*:analytics:alice:")
 
 
+def test_the_login_sync_leaves_a_link_alice_planted_as_her_pgpass_alone(alice, site, group_hosts):
+    """Root keeps ~/.pgpass at each login: a link alice puts there to a root-only file (the sync's
+    own configuration, with its password) is neither read through nor written through, and it
+    does not keep her in a group the provider took away (the sync the hub runs at her login)."""
+    target, sync = "/etc/platform-analytics/sync.json", "/usr/local/sbin/platform-analytics sync alice platform-users"
+    member = ("runuser -u postgres -- psql -XAtq -d analytics -c "
+              f"\"SELECT pg_has_role('alice', 'group.{GROUP}', 'MEMBER')\"")  # fmt: skip
+    before = site.check_output(f"sha256sum {target}")
+    alice.run(f"import os\nos.rename(os.path.expanduser('~/.pgpass'), os.path.expanduser('~/.pgpass.kept'))\n"
+              f"os.symlink({target!r}, os.path.expanduser('~/.pgpass'))")  # fmt: skip
+    try:
+        out = site.run(sync)  # a login without team-a
+        link = site.file("/home/alice/.pgpass")
+        assert out.rc == 2 and "leaves it alone" in out.stderr, (out.rc, out.stdout, out.stderr)
+        assert link.is_symlink and link.linked_to == target
+        assert site.check_output(f"sha256sum {target}") == before
+        assert (site.file(target).user, site.file(target).mode) == ("root", 0o600)
+        assert group_hosts("postgresql")[0].check_output(member) == "f"
+    finally:
+        alice.run("import os\nos.remove(os.path.expanduser('~/.pgpass'))\n"
+                  "os.rename(os.path.expanduser('~/.pgpass.kept'), os.path.expanduser('~/.pgpass'))")  # fmt: skip
+        site.check_output(f"{sync} {GROUP}")  # her groups as the provider has them
+
+
 def test_alices_own_schema_is_where_her_tables_go_by_default(alice, bob):
     alice.run(
         "import psycopg\nwith psycopg.connect('') as db:\n    db.execute('CREATE TABLE IF NOT EXISTS mine (x int)')"

@@ -85,13 +85,3 @@ def not_unix(people, users_group) -> dict:
     """A member of the users group whose name cannot be a Unix account (Dave.Jones)."""
     return _first(people, f"member of {users_group} with a name that cannot be a Unix account",
                   lambda u: users_group in u["groups"] and not RULES["valid_username"](u["username"]))  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def provider_host(group_hosts):
-    return group_hosts("oidc_test_provider")[0]
-
-
-@pytest.fixture(scope="session")
-def issuer(hub_vars, names) -> str:
-    return hub_vars["platform_oidc_issuer"].rstrip("/")

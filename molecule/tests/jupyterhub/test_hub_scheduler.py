@@ -10,12 +10,10 @@ parameter and a schedule every minute, and the exec API runs it as her.
 from __future__ import annotations
 
 import json
-import ssl
 
-import httpx
 import pytest
 from exec_api.client import ExecApiClient
-from hostlib import Hub, until
+from hostlib import Hub, api_client, until
 from hublib import hub_login
 
 USER = "alice"
@@ -58,9 +56,7 @@ def lab(hub: Hub, method: str, path: str, body: dict | None = None) -> tuple[int
 @pytest.fixture(scope="module")
 def api(api_url, ca, hubs) -> ExecApiClient:
     """The exec API with alice's own token: what the lab shows is checked against it."""
-    token = hubs[USER].new_token(["custom:exec-api:run"], "scheduler checks")
-    http = httpx.Client(base_url=api_url, verify=ssl.create_default_context(cafile=ca), trust_env=False, timeout=120)
-    with ExecApiClient(token=token, http=http) as client:
+    with api_client(api_url, ca, hubs[USER].new_token(["custom:exec-api:run"], "scheduler checks")) as client:
         yield client
 
 
@@ -171,9 +167,7 @@ def test_another_users_run_is_not_a_job_of_alices_lab(hub, hubs, api_url, ca, si
     )
     made = site.run("runuser -u bob -- /usr/bin/python3 -c %s %s", write, json.dumps(REPORT))
     assert made.rc == 0, f"bob's notebook: {made.stderr}"
-    token = hubs["bob"].new_token(["custom:exec-api:run"], "bob's run")
-    http = httpx.Client(base_url=api_url, verify=ssl.create_default_context(cafile=ca), trust_env=False, timeout=120)
-    with ExecApiClient(token=token, http=http) as bob:
+    with api_client(api_url, ca, hubs["bob"].new_token(["custom:exec-api:run"], "bob's run")) as bob:
         theirs = bob.run(path="mine.ipynb").id
     status, answer = lab(hub, "GET", f"jobs/exec-{theirs}")
     assert status >= 400 and "404" in (answer or {}).get("message", ""), f"HTTP {status} {answer}"

@@ -19,11 +19,6 @@ from oidc import api_status, forged
 from supersetlib import SupersetSession
 
 
-@pytest.fixture(scope="module")
-def superset_url(domain, names) -> str:
-    return f"https://superset.{domain}"
-
-
 def test_a_person_signs_in_to_the_hub_through_keycloaks_form(browser, hub_url, users, ca):
     token = browser_hub_token(browser, hub_url, users["alice"])
     me = Hub(hub_url, ca, "alice", token).http.get(f"{hub_url}/hub/api/user", timeout=30)

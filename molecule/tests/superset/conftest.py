@@ -32,11 +32,6 @@ def superset_host(group_hosts):
 
 
 @pytest.fixture(scope="session")
-def provider_host(group_hosts):
-    return group_hosts("oidc_test_provider")[0]
-
-
-@pytest.fixture(scope="session")
 def nginx_host(group_hosts):
     return group_hosts("nginx")[0]
 
@@ -47,11 +42,6 @@ def probe_user(superset_host, nginx_host):
     for host in (superset_host, nginx_host):
         host.check_output("id probe || useradd --no-create-home --shell /bin/sh probe")
     return "probe"
-
-
-@pytest.fixture(scope="session")
-def superset_url(domain, names) -> str:
-    return f"https://superset.{domain}"
 
 
 def _person(users: dict, want: str, refuse: tuple[str, ...] = ()) -> dict:

@@ -8,14 +8,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import ssl
 import time
 from dataclasses import dataclass, field
 
-import httpx
 from backuplib import sql
-from exec_api.client import ExecApiClient
-from hostlib import Hub
+from hostlib import Hub, api_client
 from supersetlib import SupersetSession
 
 DATABASES = ("exec_api", "jupyterhub", "superset")
@@ -34,11 +31,6 @@ def notebook_json() -> dict:
                       cell(1, "print(f'report for {region}, month {month}:', month * 100)", [])],
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
             "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
-
-
-def api_client(api_url: str, ca: str, token: str) -> ExecApiClient:
-    http = httpx.Client(base_url=api_url, verify=ssl.create_default_context(cafile=ca), trust_env=False, timeout=300)
-    return ExecApiClient(token=token, http=http)
 
 
 @dataclass

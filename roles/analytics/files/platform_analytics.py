@@ -155,29 +155,22 @@ def sync(cfg: dict, name: str, provider_groups: list[str]) -> dict:
     groups = sorted(set(provider_groups) & set(cfg["groups"]))
     admin = cfg["admin_group"] in provider_groups
     key = pgpass_key(cfg, name)
-    home = open_home(pw)
+    # The user's file first: its password decides whether a new one is set. A home or a file the
+    # platform leaves alone never stops the rest: the memberships follow the provider whatever
+    # the user put in their home (else a link there would keep a group they lost).
+    home, text, old, keep, untouchable = None, None, None, False, None
     try:
+        home = open_home(pw)
         text, mtime = read_pgpass(home, pw)
         old = password_in(text, key)
         fresh = old is not None and time.time() - mtime < cfg["credential_max_age_days"] * 86400
         keep = fresh and works(cfg, name, old)
-        password = old if keep else secrets.token_hex(24)
-        import psycopg2
-
-        try:
-            conn = connect(cfg, cfg["user"], cfg["password"])
-        except psycopg2.OperationalError as e:
-            raise Refused(4, f"the analytics database is not reachable: {str(e).strip()}") from None
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT analytics_platform.sync_user(%s, %s, %s, %s)",
-                            (name, groups, admin, None if keep else scram_verifier(password)))  # fmt: skip
-                changed = cur.fetchone()[0]
-        except psycopg2.Error as e:
-            raise Refused(4, f"the analytics database refused {name}: {(e.pgerror or str(e)).strip()}") from None
-        finally:
-            conn.close()
-        if not keep:
+    except Refused as e:
+        untouchable = e
+    password = None if keep or untouchable else secrets.token_hex(24)
+    try:
+        changed = sync_user(cfg, name, groups, admin, scram_verifier(password) if password else None)
+        if password:
             try:
                 write_pgpass(home, pw, with_password(text, key, password))
             except OSError as e:
@@ -185,9 +178,30 @@ def sync(cfg: dict, name: str, provider_groups: list[str]) -> dict:
                     2, f"~{name}/{PGPASS} could not be written ({e.strerror}); the next login tries again"
                 ) from None
     finally:
-        os.close(home)
+        if home is not None:
+            os.close(home)
+    if untouchable:
+        raise Refused(untouchable.code, f"{untouchable} (the memberships were kept in step: {changed})")
     return {"user": name, "changed": [c for c in changed if c != "password"],
             "credentials": "kept" if keep else ("rotated" if old is not None else "new")}  # fmt: skip
+
+
+def sync_user(cfg: dict, name: str, groups: list[str], admin: bool, verifier: str | None) -> list[str]:
+    """analytics_platform.sync_user as the sync's role: what it changed."""
+    import psycopg2
+
+    try:
+        conn = connect(cfg, cfg["user"], cfg["password"])
+    except psycopg2.OperationalError as e:
+        raise Refused(4, f"the analytics database is not reachable: {str(e).strip()}") from None
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT analytics_platform.sync_user(%s, %s, %s, %s)", (name, groups, admin, verifier))
+            return cur.fetchone()[0]
+    except psycopg2.Error as e:
+        raise Refused(4, f"the analytics database refused {name}: {(e.pgerror or str(e)).strip()}") from None
+    finally:
+        conn.close()
 
 
 def main(argv: list[str]) -> int:
