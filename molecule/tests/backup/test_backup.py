@@ -93,3 +93,27 @@ def test_no_secret_is_in_the_settings_units_or_journal(bk, backed_up, secret_val
     shown = bk.run("systemctl cat platform-backup.service platform-backup-check.service; "
                    "journalctl -u platform-backup -u platform-backup-check --no-pager -o cat").stdout  # fmt: skip
     assert password not in shown
+
+
+def test_a_lock_left_by_a_killed_restic_stops_neither_backup_nor_check(bk, backed_up, restic):
+    """restic killed mid-command (kill -9, out of memory) keeps its lock in the repository; the next
+    run and check clear it (only a lock whose process is gone) and succeed."""
+    # A dump of the whole snapshot into a reader that never reads: restic blocks holding its lock.
+    bk.check_output("setsid sh -c 'platform-backup restic dump latest / | sleep 300' >/dev/null 2>&1 </dev/null &")
+    try:
+        for _ in range(40):
+            if restic("list", "locks", "--no-lock").strip():
+                break
+            time.sleep(0.25)
+        else:
+            pytest.fail("restic dump never took its lock")
+    finally:
+        bk.run("pkill -KILL -x restic; pkill -f '^sleep 300$'")
+    assert restic("list", "locks", "--no-lock").strip(), "the killed restic left no lock: nothing is tested"
+    assert start(bk, "platform-backup.service") == "success", bk.run(
+        "journalctl -u platform-backup -n 20 --no-pager -o cat"
+    ).stdout
+    assert start(bk, "platform-backup-check.service") == "success", bk.run(
+        "journalctl -u platform-backup-check -n 20 --no-pager -o cat"
+    ).stdout
+    assert not restic("list", "locks", "--no-lock").strip(), "a lock is left after the run and the check"
