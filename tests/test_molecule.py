@@ -26,7 +26,7 @@ STEPS = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
 # Scenarios run MOLECULE_PARALLEL at a time (2: this machine kind has two cores), the longest
 # first so that the short ones fill the gaps (seconds of each in the last full run, README, Tests).
 PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "2"))
-LONGEST_FIRST = ("upgrade", "default", "apps", "multihost", "nginx", "acme")
+LONGEST_FIRST = ("upgrade", "default", "trixie", "apps", "multihost", "nginx", "acme")
 
 
 @dataclass

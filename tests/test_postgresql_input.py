@@ -9,7 +9,9 @@ from conftest import BIN, ROOT, run
 GOOD = {"name": "svc", "owner": "svc", "password": "a-long-enough-password", "clients": ["127.0.0.1/32"]}
 
 
-def apply_role(tmp_path, **role_vars):
+def apply_role(tmp_path, *extra, **role_vars):
+    # Without facts the role cannot tell the Debian release: name the version it would pick on 12.
+    role_vars.setdefault("postgresql_version", "15")
     pb = tmp_path / "pb.yml"
     pb.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False,
@@ -17,7 +19,7 @@ def apply_role(tmp_path, **role_vars):
     }]))  # fmt: skip
     # Only input checks run: argument validation is tagged always, the asserts postgresql_assert.
     return run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(pb),
-                "--tags", "postgresql_assert"])  # fmt: skip
+                "--tags", "postgresql_assert", *extra])  # fmt: skip
 
 
 def test_valid_input_passes(tmp_path):
@@ -58,3 +60,28 @@ def test_remote_clients_need_a_private_address(tmp_path):
     out = apply_role(tmp_path, postgresql_databases=[{**GOOD, "clients": ["10.1.2.3/32"]}])
     assert out.returncode != 0
     assert "postgresql_private_address is empty" in out.stdout
+
+
+def test_an_unknown_debian_release_needs_the_version_named(tmp_path):
+    # No facts: the release is unknown, so the default version is empty.
+    out = apply_role(tmp_path, postgresql_version="{{ __postgresql_release_version }}")
+    assert out.returncode != 0
+    assert 'postgresql_version is "": set it to a major version' in out.stdout, out.stdout[-2000:]
+
+
+def test_a_cluster_of_another_major_version_stops_the_role_with_the_upgrade_steps(tmp_path):
+    # A host upgraded from Debian 12 to 13 keeps its 15/main; the role would make an empty 17/main.
+    conf = tmp_path / "etc-postgresql"
+    (conf / "15/main").mkdir(parents=True)
+    (conf / "17/main").mkdir(parents=True)
+    (conf / "15/other").mkdir(parents=True)  # another cluster name is not this role's
+    out = apply_role(tmp_path, "-e", f"__postgresql_conf_root={conf}", postgresql_version="17")
+    assert out.returncode != 0
+    text = " ".join(out.stdout.split())
+    assert "has a PostgreSQL 15 cluster `main`, and postgresql_version is 17" in text, text[-2000:]
+    assert 'set postgresql_version: "15"' in text
+    assert "pg_dropcluster --stop 17 main" in text and "pg_upgradecluster 15 main" in text
+
+    (conf / "15/main").rmdir()
+    out = apply_role(tmp_path, "-e", f"__postgresql_conf_root={conf}", postgresql_version="17")
+    assert out.returncode == 0, out.stdout[-2000:]

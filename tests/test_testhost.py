@@ -17,15 +17,18 @@ TH = [sys.executable, str(ROOT / "tools/testhost.py")]
 
 
 def test_host_specs_are_validated():
-    assert testhost.parse_host("db1") == ("db1", [])
+    assert testhost.parse_host("db1") == ("db1", [], "bookworm")
     assert testhost.parse_host("app1=hub.example.test,api.example.test") == (
-        "app1", ["hub.example.test", "api.example.test"])  # fmt: skip
-    with pytest.raises(SystemExit):
-        testhost.parse_host("Bad_Name")
+        "app1", ["hub.example.test", "api.example.test"], "bookworm")  # fmt: skip
+    assert testhost.parse_host("site1@trixie=api.example.test") == ("site1", ["api.example.test"], "trixie")
+    for bad in ("Bad_Name", "db1@sid", "db1@"):
+        with pytest.raises(SystemExit):
+            testhost.parse_host(bad)
 
 
-def test_recipe_key_changes_with_the_recipe(monkeypatch):
+def test_recipe_key_changes_with_the_recipe_and_the_release(monkeypatch):
     key = testhost.recipe_key()
+    assert testhost.recipe_key("trixie") != key
     monkeypatch.setattr(testhost, "INCLUDE", [*testhost.INCLUDE, "curl"])
     assert testhost.recipe_key() != key
 

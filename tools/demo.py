@@ -38,7 +38,7 @@ WEB = {
     "hub": "/hub/health",
     "superset": "/health",
 }
-UNITS = ["postgresql@15-main", "keycloak", "test-oidc-provider", "exec-api", "jupyterhub", "superset", "nginx",
+UNITS = ["postgresql@*-main", "keycloak", "test-oidc-provider", "exec-api", "jupyterhub", "superset", "nginx",
          "exec-api-launcher.socket", "platform-backup.timer"]  # fmt: skip
 KEYCLOAK_ARCHIVE = os.environ.get("KEYCLOAK_ARCHIVE", "")
 

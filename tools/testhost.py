@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Throw-away Debian 12 test hosts: systemd-nspawn machines booted from a cached debootstrap root.
+"""Throw-away Debian 12 or 13 test hosts: systemd-nspawn machines booted from a cached debootstrap
+root, one per Debian release.
 
 The development and CI machines have no systemd as PID 1 and no container engine, but
 systemd-nspawn can boot a real systemd userland (see ../shared/TESTHOSTS.md). This script is the
 one mechanism behind molecule's create/destroy playbooks and the README's demo command.
 
-    testhost.py root                         build (or reuse) the cached pristine root, print its path
-    testhost.py up SCENARIO HOST[=ALIAS,...] ...   boot hosts (after cleaning leftovers of SCENARIO)
+    testhost.py root [--suite SUITE]         build (or reuse) the cached pristine root, print its path
+    testhost.py up SCENARIO HOST[@SUITE][=ALIAS,...] ...   boot hosts (after cleaning leftovers
+                                             of SCENARIO); SUITE bookworm (the default) or trixie
     testhost.py down SCENARIO                stop what `up SCENARIO` started, remove what it added
     testhost.py status [SCENARIO]            print the recorded state as JSON
 
@@ -39,7 +41,9 @@ import time
 import uuid
 from pathlib import Path
 
-SUITE = "bookworm"
+# Debian releases a test host can run: 12 (the default) and 13.
+SUITES = ("bookworm", "trixie")
+DEFAULT_SUITE = "bookworm"
 INCLUDE = [
     "systemd",
     "systemd-sysv",
@@ -97,8 +101,8 @@ def debian_mirror() -> str:
     raise AssertionError
 
 
-def recipe_key() -> str:
-    recipe = json.dumps([SUITE, INCLUDE, RECIPE_REVISION, "minbase"])
+def recipe_key(suite: str = DEFAULT_SUITE) -> str:
+    recipe = json.dumps([suite, INCLUDE, RECIPE_REVISION, "minbase"])
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -127,38 +131,39 @@ def exclusive(directory: Path):
         yield
 
 
-def ensure_root() -> Path:
-    root = CACHE / f"root-{recipe_key()}"
+def ensure_root(suite: str = DEFAULT_SUITE) -> Path:
+    root = CACHE / f"root-{suite}-{recipe_key(suite)}"
     if (root / ".complete").exists():
         return root
     with exclusive(CACHE):  # one build; another `up` waits for it instead of removing it as stale
-        return build_root(root)
+        return build_root(root, suite)
 
 
-def build_root(root: Path) -> Path:
+def build_root(root: Path, suite: str) -> Path:
     if (root / ".complete").exists():
         return root
-    for stale in CACHE.glob("root-*"):  # older recipes and half-built roots
-        if stale != root:
+    others = tuple(f"root-{s}-" for s in SUITES if s != suite)
+    for stale in CACHE.glob("root-*"):  # this release's older recipes, half-built roots
+        if stale != root and not stale.name.startswith(others):
             log(f"removing stale root {stale}")
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = CACHE / f"root-{recipe_key()}.tmp{os.getpid()}"
+    tmp = CACHE / f"{root.name}.tmp{os.getpid()}"
     shutil.rmtree(root, ignore_errors=True)
-    log(f"building pristine {SUITE} root (debootstrap, about a minute)")
+    log(f"building pristine {suite} root (debootstrap, about a minute)")
     t0 = time.monotonic()
     run(
         [
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(INCLUDE)}",
-            SUITE,
+            suite,
             str(tmp),
             debian_mirror(),
         ],
         stdout=subprocess.DEVNULL,
     )
     customise_root(tmp)
-    (tmp / ".complete").write_text(recipe_key())
+    (tmp / ".complete").write_text(recipe_key(suite))
     tmp.rename(root)
     log(f"root ready in {time.monotonic() - t0:.0f} s: {root}")
     return root
@@ -283,11 +288,15 @@ def down(scenario: str) -> None:
     log(f"{scenario}: down")
 
 
-def parse_host(spec: str) -> tuple[str, list[str]]:
+def parse_host(spec: str) -> tuple[str, list[str], str]:
+    """NAME[@SUITE][=ALIAS,...] -> (name, aliases, suite)."""
     name, _, aliases = spec.partition("=")
+    name, at, suite = name.partition("@")
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,20}", name):
         die(f"host name {name!r}: use lowercase letters, digits and '-' (max 21)")
-    return name, [a for a in aliases.split(",") if a]
+    if at and suite not in SUITES:
+        die(f"host {name}: Debian release {suite!r} is not one of {', '.join(SUITES)}")
+    return name, [a for a in aliases.split(",") if a], suite or DEFAULT_SUITE
 
 
 def prepare_machine(root: Path, mdir: Path, host: str, addr: str, net, hosts_file: str, pubkey: str):
@@ -340,12 +349,12 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
     if not specs:
         die("name at least one host")
     hosts = [parse_host(s) for s in specs]
-    if len({h for h, _ in hosts}) != len(hosts):
+    if len({h for h, _, _ in hosts}) != len(hosts):
         die("host names must be unique within a scenario")
     if shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None:
         die("install systemd-container and debootstrap (apt-get install systemd-container debootstrap iptables)")
     down(scenario)  # leftovers of an earlier (possibly crashed) run of this scenario
-    root = ensure_root()
+    roots = {suite: ensure_root(suite) for suite in sorted({suite for _, _, suite in hosts})}
     sdir = scenario_dir(scenario)
     sdir.mkdir(parents=True, exist_ok=True)
     (STATE / "logs").mkdir(exist_ok=True)
@@ -359,9 +368,9 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testhost-{scenario}", "-f", str(key)])
     pubkey = (sdir / "id_ed25519.pub").read_text()
 
-    addrs = {h: str(net.network_address + 2 + i) for i, (h, _) in enumerate(hosts)}
+    addrs = {h: str(net.network_address + 2 + i) for i, (h, _, _) in enumerate(hosts)}
     hosts_file = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" + "".join(
-        f"{addrs[h]}\t{' '.join([h, *aliases])}\n" for h, aliases in hosts
+        f"{addrs[h]}\t{' '.join([h, *aliases])}\n" for h, aliases, _ in hosts
     )
 
     # Network: a bridge for the scenario, NAT for the package registries.
@@ -375,13 +384,13 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
     run(["iptables", "-t", "nat", "-A", *nat_rule(str(net), scenario)])
 
     t0 = time.monotonic()
-    for host, _aliases in hosts:
+    for host, _aliases, suite in hosts:
         machine = f"dp{short(scenario, host)}-{host}"[:64]
         mdir = sdir / "machines" / host
         mdir.parent.mkdir(parents=True, exist_ok=True)
-        state["machines"][host] = {"machine": machine, "dir": str(mdir), "address": addrs[host]}
+        state["machines"][host] = {"machine": machine, "dir": str(mdir), "address": addrs[host], "suite": suite}
         save_state(scenario, state)
-        prepare_machine(root, mdir, host, addrs[host], net, hosts_file, pubkey)
+        prepare_machine(roots[suite], mdir, host, addrs[host], net, hosts_file, pubkey)
         logf = open(sdir / f"{host}.console.log", "w")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [
@@ -395,7 +404,7 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
         save_state(scenario, state)
 
     result = []
-    for host, aliases in hosts:
+    for host, aliases, _ in hosts:
         addr = addrs[host]
         deadline = time.monotonic() + BOOT_TIMEOUT
         while True:
@@ -436,10 +445,11 @@ def main() -> None:
         die("run as root (nspawn, bridges and NAT need it)")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("root")
+    pr = sub.add_parser("root")
+    pr.add_argument("--suite", choices=SUITES, default=DEFAULT_SUITE)
     pu = sub.add_parser("up")
     pu.add_argument("scenario")
-    pu.add_argument("hosts", nargs="+", metavar="HOST[=ALIAS,...]")
+    pu.add_argument("hosts", nargs="+", metavar="HOST[@SUITE][=ALIAS,...]")
     pu.add_argument("--instance-config", help="also write molecule's instance config here")
     pd = sub.add_parser("down")
     pd.add_argument("scenario")
@@ -448,7 +458,7 @@ def main() -> None:
     ps.add_argument("scenario", nargs="?")
     a = p.parse_args()
     if a.cmd == "root":
-        print(ensure_root())
+        print(ensure_root(a.suite))
     elif a.cmd == "up":
         hosts = up(a.scenario, a.hosts)
         write_instance_config(a.instance_config, hosts)

@@ -63,3 +63,49 @@ def test_nothing_in_the_environment_is_writable_by_others(group_hosts, group, ve
             "\\( \\( -type f -name .lock ! -perm 0600 \\) -o \\( -perm -0002 ! -type l \\) \\) -print"
         )
         assert not loose, f"{host.backend.hostname}: writable by others or an open lock file:\n{loose}"
+
+
+# The interpreter each environment runs on, by the host's Debian release (README.md, "Debian 13"):
+# Debian's own python3, except Superset's on Debian 13 (Debian 12's python3.11).
+PYTHON = {"12": {"exec_api": "3.11", "jupyterhub": "3.11", "superset": "3.11"},
+          "13": {"exec_api": "3.13", "jupyterhub": "3.13", "superset": "3.11"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("group", "venv"), CASES, ids=[p for _, p in CASES])
+def test_environment_runs_on_the_python_of_its_release(group_hosts, group, venv):
+    for host in group_hosts(group):
+        release = host.check_output("cut -d. -f1 /etc/debian_version")
+        version, base = host.check_output(
+            f"{venv}/bin/python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2], sys.base_prefix)'"
+        ).split()
+        assert (version, base) == (PYTHON[release][group], "/usr"), (
+            f"{host.backend.hostname} (Debian {release}):{venv} runs on Python {version} from {base}"
+        )
+
+
+# On Debian 13, what the superset role may take from Debian 12: its python3.11 and nothing else.
+BOOKWORM_ONLY = """
+import apt
+for pkg in apt.Cache():
+    if pkg.installed:
+        names = {o.codename for o in pkg.installed.origins if o.archive != "now"}
+        if names and names <= {"bookworm", "bookworm-security"}:
+            print(pkg.name)
+"""
+
+
+def test_nothing_but_supersets_python_comes_from_another_debian_release(group_hosts):
+    for host in group_hosts("superset"):
+        foreign = set(host.check_output(f"python3 -c {_quote(BOOKWORM_ONLY)}").split())
+        if host.check_output("cut -d. -f1 /etc/debian_version") == "12":
+            assert not host.file("/etc/apt/preferences.d/superset-python-bookworm").exists
+            continue
+        allowed = {"python3.11", "python3.11-minimal", "python3.11-dev", "libpython3.11", "libpython3.11-stdlib",
+                   "libpython3.11-minimal", "libpython3.11-dev"}  # fmt: skip
+        assert "python3.11" in foreign and foreign <= allowed, (
+            f"{host.backend.hostname}: installed from Debian 12 only: {sorted(foreign)}"
+        )
+        # Anything else of Debian 12's is pinned out: apt would not install it even if asked
+        # (python3.11-venv is in bookworm only, and not one of the packages the pin lets in).
+        policy = host.check_output("apt-cache policy python3.11-venv")
+        assert "Candidate: (none)" in policy and "bookworm" in policy, policy
