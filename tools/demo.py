@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -92,7 +93,9 @@ def up() -> dict:
        cwd=ROOT, env=env)  # fmt: skip
     converged = time.monotonic() - t0 - booted
     ssh = ["ssh", *ssh_options(host["identity_file"], host["address"])]
-    states = sh([*ssh, "systemctl is-active " + " ".join(UNITS) + " || true"], stdout=subprocess.PIPE).stdout.split()
+    # The PostgreSQL unit is a pattern (its major version is the host release's): quoted, systemctl expands it.
+    states = sh([*ssh, "systemctl is-active " + " ".join(map(shlex.quote, UNITS)) + " || true"],
+                stdout=subprocess.PIPE).stdout.split()  # fmt: skip
     dbs = sh([*ssh, "runuser -u postgres -- psql -Atc \"SELECT datname FROM pg_database WHERE NOT datistemplate"
                     " AND datname <> 'postgres' ORDER BY 1\" 2>/dev/null || true"],
              stdout=subprocess.PIPE).stdout.split()  # fmt: skip
