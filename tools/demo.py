@@ -93,8 +93,12 @@ def up() -> dict:
        cwd=ROOT, env=env)  # fmt: skip
     converged = time.monotonic() - t0 - booted
     ssh = ["ssh", *ssh_options(host["identity_file"], host["address"])]
-    # The PostgreSQL unit is a pattern (its major version is the host release's): quoted, systemctl expands it.
-    states = sh([*ssh, "systemctl is-active " + " ".join(map(shlex.quote, UNITS)) + " || true"],
+    # The PostgreSQL unit carries the release's major version: its name from the units loaded (is-active
+    # takes names only, one state each, in order).
+    listed = sh([*ssh, "systemctl list-units --plain --no-legend " + shlex.quote(UNITS[0] + ".service")],
+                stdout=subprocess.PIPE).stdout.split()  # fmt: skip
+    units = [listed[0] if listed else UNITS[0], *UNITS[1:]]
+    states = sh([*ssh, "systemctl is-active " + " ".join(map(shlex.quote, units)) + " || true"],
                 stdout=subprocess.PIPE).stdout.split()  # fmt: skip
     dbs = sh([*ssh, "runuser -u postgres -- psql -Atc \"SELECT datname FROM pg_database WHERE NOT datistemplate"
                     " AND datname <> 'postgres' ORDER BY 1\" 2>/dev/null || true"],
@@ -110,7 +114,7 @@ The demo host is up (booted in {booted:.0f} s, converged in {converged:.0f} s).
   passwords   {DEMO / ".secrets"}/idp_user_<name>_password
 
 Services:""")
-    for unit, state in zip(UNITS, states, strict=False):
+    for unit, state in zip(units, states, strict=False):
         if state != "inactive" or unit.startswith("postgresql"):
             print(f"  {unit:20} {state}")
     ca = DEMO / ".secrets/platform-ca.crt"
