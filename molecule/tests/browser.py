@@ -56,12 +56,22 @@ def _submit_form(page, user: dict) -> None:
     page.fill("#password", user["password"])
 
 
+# What Chromium's failed navigations say when the network under them changed: the error itself,
+# or, when it struck a redirect's target (the hub's redirect to the provider), the jump to
+# Chromium's error page that interrupts the navigation Playwright waits for.
+ABORTED_BY_NETWORK = ("ERR_NETWORK_CHANGED", "chrome-error://chromewebdata/")
+
+
+def aborted_by_network(e: Exception) -> bool:
+    return isinstance(e, PlaywrightError) and any(s in str(e) for s in ABORTED_BY_NETWORK)
+
+
 def sign_in(page, start_url: str, user: dict) -> None:
     """From the client's start_url through the provider's login form and back to the client.
 
-    Chromium aborts a navigation with ERR_NETWORK_CHANGED when any interface of the machine comes
-    or goes, which another scenario's test hosts do on this machine: the login starts again from
-    the beginning then, once."""
+    Chromium aborts navigations in flight when the machine's network changes, which another
+    scenario's test hosts coming and going do on this machine: the login starts again from the
+    beginning then, once, with a note in the output."""
     for attempt in (1, 2):
         try:
             page.goto(start_url)
@@ -72,8 +82,9 @@ def sign_in(page, start_url: str, user: dict) -> None:
             page.wait_for_load_state()
             return
         except PlaywrightError as e:
-            if attempt == 2 or "ERR_NETWORK_CHANGED" not in str(e):
+            if attempt == 2 or not aborted_by_network(e):
                 raise
+            print(f"note: {user['username']}'s login was aborted by the network; once more: {str(e).splitlines()[0]}")
 
 
 def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:

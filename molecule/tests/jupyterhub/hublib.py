@@ -11,7 +11,6 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from browser import sign_in
-from playwright.sync_api import Error as PlaywrightError
 
 # The account names the hub accepts (its error message states the rule; roles/platform_accounts).
 
@@ -52,27 +51,16 @@ class HubLogin:
 
 
 def hub_login(browser, hub_url: str, user: dict) -> HubLogin:
-    """A fresh browser profile: the hub's login, the provider's form, back to the hub. Chromium
-    drops requests in flight when the controller's interfaces change (other scenarios' test hosts
-    coming and going): such a login is tried once more in a new profile."""
-    for attempt in (1, 2):
-        context = browser.new_context()
-        page = context.new_page()
-        login = HubLogin(context, page, 0.0)
-        context.on("response", lambda r, login=login: login.statuses.__setitem__(urllib.parse.urlsplit(r.url).path,
-                                                                                  r.status))  # fmt: skip
-        t0 = time.monotonic()
-        try:
-            sign_in(page, f"{hub_url}/hub/oauth_login", user)
-        except PlaywrightError as e:
-            context.close()
-            if attempt == 2 or "ERR_NETWORK_CHANGED" not in str(e):
-                raise
-            print(f"note: {user['username']}'s login met a network change; once more: {str(e).splitlines()[0]}")
-            continue
-        login.seconds = time.monotonic() - t0
-        return login
-    raise AssertionError("unreachable")
+    """A fresh browser profile: the hub's login, the provider's form, back to the hub."""
+    context = browser.new_context()
+    page = context.new_page()
+    login = HubLogin(context, page, 0.0)
+    context.on("response", lambda r, login=login: login.statuses.__setitem__(urllib.parse.urlsplit(r.url).path,
+                                                                              r.status))  # fmt: skip
+    t0 = time.monotonic()
+    sign_in(page, f"{hub_url}/hub/oauth_login", user)
+    login.seconds = time.monotonic() - t0
+    return login
 
 
 def server_unit(host, user: str) -> str:
