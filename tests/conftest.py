@@ -35,8 +35,20 @@ def local_inventory(tmp_path: Path) -> Path:
 
 # What each molecule scenario's verify ran (tests/test_molecule.py fills it): scenario -> HostTests.
 HOST_TESTS = pytest.StashKey[dict]()
-# How long each scenario took, destroy to destroy (scenarios run two at a time): scenario -> seconds.
+# How long each scenario took, destroy to destroy (scenarios run MOLECULE_PARALLEL at a time): scenario -> seconds.
 SCENARIO_SECONDS = pytest.StashKey[dict]()
+
+
+def pytest_collection_modifyitems(items):
+    """The molecule scenarios last: they run in worker threads from the end of collection on
+    (tests/test_molecule.py), and the other tests run meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("molecule") is not None)
+
+
+def pytest_collection_finish(session):
+    from test_molecule import start_scenarios
+
+    start_scenarios(session)
 
 
 def pytest_terminal_summary(terminalreporter):

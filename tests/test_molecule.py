@@ -23,9 +23,9 @@ from conftest import BIN, HOST_TESTS, ROOT, SCENARIO_SECONDS, run
 LOGS = ROOT / ".molecule-logs"
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 STEPS = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
-# Scenarios run MOLECULE_PARALLEL at a time (2: this machine kind has two cores), the longest
-# first so that the short ones fill the gaps (seconds of each in the last full run, README, Tests).
-PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "2"))
+# Scenarios run MOLECULE_PARALLEL at a time, the longest first so that the short ones fill the
+# gaps (seconds of each in the last full run, README, Tests).
+PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "3"))
 LONGEST_FIRST = ("upgrade", "default", "trixie", "apps", "multihost", "nginx", "acme")
 
 
@@ -124,28 +124,35 @@ def run_scenario(scenario: str) -> Outcome:
     return outcome
 
 
-@pytest.fixture(scope="session")
-def scenario_runs(request) -> dict[str, Future[Outcome]]:
-    """Every selected scenario, started at once on PARALLEL workers, longest first.
+# The selected scenarios' runs, started by start_scenarios() when collection ends.
+RUNS: dict[str, Future[Outcome]] = {}
+
+
+def start_scenarios(session: pytest.Session) -> None:
+    """Every selected scenario, started at once on PARALLEL workers, longest first, while the
+    other tests of the run (tests/conftest.py puts the scenarios last) go on in the main thread.
 
     Scenarios share nothing (each has its own hosts, subnet, secrets and logs), and much of a
-    scenario is waiting (boots, downloads, browsers, a schedule's minute marks): two at a time
-    keep the machine's two cores busy and bring the whole run well under an hour.
+    scenario is waiting (boots, downloads, browsers, a schedule's minute marks): the workers and
+    the repository's own tests keep the machine's two cores busy and bring the whole run well
+    under an hour.
     """
-    selected = [item.callspec.params["scenario"] for item in request.session.items
+    selected = [item.callspec.params["scenario"] for item in session.items
                 if item.originalname == "test_scenario" and hasattr(item, "callspec")]  # fmt: skip
+    if not selected or session.config.option.collectonly:
+        return
     rank = {s: i for i, s in enumerate(LONGEST_FIRST)}
     order = sorted(selected, key=lambda s: (rank.get(s, len(rank)), s))
     LOGS.mkdir(exist_ok=True)
     pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="scenario")
-    request.addfinalizer(lambda: pool.shutdown(wait=True, cancel_futures=False))
-    return {scenario: pool.submit(run_scenario, scenario) for scenario in order}
+    session.config.add_cleanup(lambda: pool.shutdown(wait=True, cancel_futures=False))
+    RUNS.update({scenario: pool.submit(run_scenario, scenario) for scenario in order})
 
 
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_scenario(scenario, scenario_runs, request):
-    outcome = scenario_runs[scenario].result()
+def test_scenario(scenario, request):
+    outcome = RUNS[scenario].result()
     if outcome.skipped:
         pytest.skip(outcome.skipped)
     times = request.config.stash.setdefault(SCENARIO_SECONDS, {})
