@@ -25,7 +25,7 @@ SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.y
 STEPS = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
 # Scenarios run MOLECULE_PARALLEL at a time, the longest first so that the short ones fill the
 # gaps (seconds of each in the last full run, README, Tests).
-PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "3"))
+PARALLEL = int(os.environ.get("MOLECULE_PARALLEL", "2"))
 LONGEST_FIRST = ("upgrade", "default", "trixie", "apps", "multihost", "nginx", "acme")
 
 
@@ -133,9 +133,8 @@ def start_scenarios(session: pytest.Session) -> None:
     other tests of the run (tests/conftest.py puts the scenarios last) go on in the main thread.
 
     Scenarios share nothing (each has its own hosts, subnet, secrets and logs), and much of a
-    scenario is waiting (boots, downloads, browsers, a schedule's minute marks): the workers and
-    the repository's own tests keep the machine's two cores busy and bring the whole run well
-    under an hour.
+    scenario is waiting (boots, downloads, browsers, a schedule's minute marks): two workers and
+    the repository's own tests keep the machine's two cores busy.
     """
     selected = [item.callspec.params["scenario"] for item in session.items
                 if item.originalname == "test_scenario" and hasattr(item, "callspec")]  # fmt: skip
