@@ -5,7 +5,8 @@
 #   demo: test hosts (debootstrap, systemd-nspawn, a bridge with NAT) and SSH to them;
 #   test: those, plus the PostgreSQL server binaries the exec API's suite starts by itself,
 #         Chromium and NSS tools for the browser-driven login tests, npm for the test OpenID
-#         provider's locked dependencies.
+#         provider's locked dependencies, dpkg-dev for the offline bundle's package index
+#         (tools/bundle.py, which the default scenario builds).
 set -uo pipefail
 
 what=${1:-test}
@@ -18,7 +19,7 @@ if [ "$what" = test ]; then
     13) packages+=(postgresql-17) ;;
     *) packages+=(postgresql) ;;
   esac
-  packages+=(make chromium libnss3-tools)
+  packages+=(make chromium libnss3-tools dpkg-dev)
   command -v npm >/dev/null || packages+=(nodejs npm)
 elif [ "$what" != demo ]; then
   echo "usage: $0 demo|test" >&2

@@ -7,17 +7,21 @@ systemd-nspawn can boot a real systemd userland (see ../shared/TESTHOSTS.md). Th
 one mechanism behind molecule's create/destroy playbooks and the README's demo command.
 
     testhost.py root [--suite SUITE]         build (or reuse) the cached pristine root, print its path
-    testhost.py up SCENARIO HOST[@SUITE][=ALIAS,...] ...   boot hosts (after cleaning leftovers
-                                             of SCENARIO); SUITE bookworm (the default) or trixie
+    testhost.py up SCENARIO HOST[@SUITE][=ALIAS,...] ... [--offline HOST]...   boot hosts (after
+                                             cleaning leftovers of SCENARIO); SUITE bookworm (the
+                                             default) or trixie; an --offline host reaches nothing
+                                             beyond the scenario's bridge (no registry, no DNS)
     testhost.py down SCENARIO                stop what `up SCENARIO` started, remove what it added
     testhost.py status [SCENARIO]            print the recorded state as JSON
 
 Every host of a scenario sits on one bridge with its own address, resolves every other host
-(and its aliases) by name through /etc/hosts, reaches the package registries through NAT, and
-accepts SSH as root with a per-scenario key. `up` prints the hosts as JSON on stdout.
+(and its aliases) by name through /etc/hosts, reaches the package registries through NAT (unless
+it is --offline: then what it sends past the bridge is refused at once), and accepts SSH as root
+with a per-scenario key. `up` prints the hosts as JSON on stdout.
 
 Only what this script records is ever stopped or removed: machines by their recorded PID
-(checked against /proc/PID/cmdline), the bridge it created, and NAT rules carrying its comment.
+(checked against /proc/PID/cmdline), the bridge it created, and NAT and offline rules carrying
+its comment.
 Environment: TESTHOST_CACHE (default /var/cache/dataplatform-testhosts),
 TESTHOST_STATE (default /var/lib/dataplatform-testhosts), TESTHOST_MIRROR (Debian mirror URL;
 default: the first one this machine's apt sources use).
@@ -218,6 +222,15 @@ def is_our_nspawn(pid: int, machine: str) -> bool:
     return bool(argv) and argv[0].endswith(b"systemd-nspawn") and machine.encode() in argv
 
 
+def offline_rule(addr: str, subnet: str, scenario: str) -> list[str]:
+    """An --offline host's packets to anywhere but its scenario's subnet, refused on this machine
+    (an ICMP error at once, so a client fails fast instead of waiting, and nothing leaves)."""
+    return [
+        "FORWARD", "-s", addr, "!", "-d", subnet, "-j", "REJECT", "--reject-with", "icmp-net-unreachable",
+        "-m", "comment", "--comment", NAT_COMMENT_PREFIX + scenario,
+    ]  # fmt: skip
+
+
 def nat_rule(subnet: str, scenario: str) -> list[str]:
     return [
         "POSTROUTING", "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE",
@@ -284,6 +297,10 @@ def down(scenario: str) -> None:
         while run(["iptables", "-t", "nat", "-D", *nat_rule(state["subnet"], scenario)],
                   check=False, stderr=subprocess.DEVNULL).returncode == 0:  # fmt: skip
             pass
+        for m in state.get("machines", {}).values():
+            while m.get("offline") and run(["iptables", "-D", *offline_rule(m["address"], state["subnet"], scenario)],
+                                           check=False, stderr=subprocess.DEVNULL).returncode == 0:  # fmt: skip
+                pass
     shutil.rmtree(scenario_dir(scenario), ignore_errors=True)
     log(f"{scenario}: down")
 
@@ -345,12 +362,15 @@ def ssh_ok(key: Path, addr: str, cmd: str) -> subprocess.CompletedProcess:
     return run(["ssh", *SSH_OPTS, "-i", str(key), f"root@{addr}", cmd], check=False, capture_output=True)
 
 
-def up(scenario: str, specs: list[str]) -> list[dict]:
+def up(scenario: str, specs: list[str], offline: list[str] | None = None) -> list[dict]:
     if not specs:
         die("name at least one host")
     hosts = [parse_host(s) for s in specs]
     if len({h for h, _, _ in hosts}) != len(hosts):
         die("host names must be unique within a scenario")
+    unknown = sorted(set(offline or []) - {h for h, _, _ in hosts})
+    if unknown:
+        die(f"--offline {', '.join(unknown)}: not a host of this scenario ({', '.join(h for h, _, _ in hosts)})")
     if shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None:
         die("install systemd-container and debootstrap (apt-get install systemd-container debootstrap iptables)")
     down(scenario)  # leftovers of an earlier (possibly crashed) run of this scenario
@@ -388,8 +408,11 @@ def up(scenario: str, specs: list[str]) -> list[dict]:
         machine = f"dp{short(scenario, host)}-{host}"[:64]
         mdir = sdir / "machines" / host
         mdir.parent.mkdir(parents=True, exist_ok=True)
-        state["machines"][host] = {"machine": machine, "dir": str(mdir), "address": addrs[host], "suite": suite}
+        state["machines"][host] = {"machine": machine, "dir": str(mdir), "address": addrs[host], "suite": suite,
+                                   "offline": host in (offline or [])}  # fmt: skip
         save_state(scenario, state)
+        if host in (offline or []):
+            run(["iptables", "-I", *offline_rule(addrs[host], str(net), scenario)])
         prepare_machine(roots[suite], mdir, host, addrs[host], net, hosts_file, pubkey)
         logf = open(sdir / f"{host}.console.log", "w")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
@@ -451,6 +474,13 @@ def main() -> None:
     pu.add_argument("scenario")
     pu.add_argument("hosts", nargs="+", metavar="HOST[@SUITE][=ALIAS,...]")
     pu.add_argument("--instance-config", help="also write molecule's instance config here")
+    pu.add_argument(
+        "--offline",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="this host reaches nothing beyond the scenario's bridge (repeatable)",
+    )
     pd = sub.add_parser("down")
     pd.add_argument("scenario")
     pd.add_argument("--instance-config", help="also empty molecule's instance config here")
@@ -460,7 +490,7 @@ def main() -> None:
     if a.cmd == "root":
         print(ensure_root(a.suite))
     elif a.cmd == "up":
-        hosts = up(a.scenario, a.hosts)
+        hosts = up(a.scenario, a.hosts, a.offline)
         write_instance_config(a.instance_config, hosts)
         print(json.dumps(hosts, indent=2))
     elif a.cmd == "down":
