@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -66,21 +67,60 @@ def aborted_by_network(e: Exception) -> bool:
     return isinstance(e, PlaywrightError) and any(s in str(e) for s in ABORTED_BY_NETWORK)
 
 
+# What a client's start URL may land on instead of the provider's form, and be worth one more
+# try: nginx's answer while a service behind it is (re)starting.
+UNAVAILABLE = (502, 503, 504)
+
+
+class LoginFormMissing(AssertionError):
+    def __init__(self, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def open_login_form(page, start_url: str) -> None:
+    """From a client's start URL to the provider's login form. Where the browser lands anywhere
+    else, the error names the page, its status and the start of its text, so a failed run says
+    what the browser saw."""
+    response = page.goto(start_url)
+    status = response.status if response else None
+    try:
+        page.wait_for_selector("#username", timeout=15000 if status in UNAVAILABLE else 30000)
+        return
+    except PlaywrightTimeoutError:
+        pass
+    try:
+        text = " ".join(page.inner_text("body", timeout=5000).split())[:400]
+    except PlaywrightError as e:
+        text = f"(no text: {str(e).splitlines()[0]})"
+    landed = page.url
+    raise LoginFormMissing(
+        f"{start_url} did not lead to the provider's login form: the browser is at {landed}"
+        f" (HTTP {status}), which shows: {text!r}",
+        retry=status in UNAVAILABLE or landed.startswith(ABORTED_BY_NETWORK[1]),
+    )
+
+
 def sign_in(page, start_url: str, user: dict) -> None:
     """From the client's start_url through the provider's login form and back to the client.
 
     Chromium aborts navigations in flight when the machine's network changes, which another
-    scenario's test hosts coming and going do on this machine: the login starts again from the
-    beginning then, once, with a note in the output."""
+    scenario's test hosts coming and going do on this machine, and nginx answers 502 for a
+    moment while a service restarts: the login starts again from the beginning then, once, with
+    a note in the output."""
     for attempt in (1, 2):
         try:
-            page.goto(start_url)
-            page.wait_for_selector("#username", timeout=30000)
+            open_login_form(page, start_url)
             _submit_form(page, user)
             with page.expect_navigation():
                 page.click(SUBMIT)
             page.wait_for_load_state()
             return
+        except LoginFormMissing as e:
+            if attempt == 2 or not e.retry:
+                raise
+            print(f"note: {user['username']}'s login once more: {e}")
+            time.sleep(5)
         except PlaywrightError as e:
             if attempt == 2 or not aborted_by_network(e):
                 raise
@@ -96,8 +136,7 @@ def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:
     Playwright does not route the target of a redirect, so the form is submitted from a second
     browser, launched like page's with page's cookies, in which the client's host name does not
     resolve."""
-    page.goto(start_url)
-    page.wait_for_selector("#username", timeout=30000)
+    open_login_form(page, start_url)
     ca, resolve, executable = _LAUNCHED[id(page.context.browser)]
     host = urllib.parse.urlsplit(callback).hostname
     blind = chromium(pw, ca, {**{h: a for h, a in resolve.items() if h != host}, host: "~NOTFOUND"}, executable)
