@@ -5,6 +5,7 @@ every Python environment took what they installed from the bundle."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import socket
@@ -68,3 +69,22 @@ def test_the_environment_was_installed_from_the_bundles_wheels(offline_hosts, ve
         assert record.content_string.split()[-1] == "offline", (
             f"{host.backend.get_hostname()}: {venv} was installed {record.content_string.split()[-1]}"
         )
+
+
+def test_no_local_user_can_change_what_apt_and_uv_install(offline_hosts):
+    """Every platform user has a shell here: a package or wheel they could write, or a directory
+    where they could add one, would be installed as root at the next run."""
+    for host in offline_hosts:
+        name = host.backend.get_hostname()
+        loose = host.check_output(f"find {BUNDLE_DIR} -xdev \\( ! -user root -o ! -group root -o -perm /022 \\) -print")
+        assert loose == "", f"{name}: writable by others than root, or not root's, under {BUNDLE_DIR}: {loose}"
+
+
+def test_the_host_keeps_the_bundle_it_unpacked_and_not_its_archives(offline_hosts):
+    """The archives are copied and unpacked only when the bundle's description differs from the
+    one the host keeps (roles/common/tasks/offline.yml), and are not kept after."""
+    for host in offline_hosts:
+        name = host.backend.get_hostname()
+        kept = json.loads(host.file(f"{BUNDLE_DIR}/bundle.json").content_string)
+        assert kept["release"] == host.system_info.codename and kept["inputs"], f"{name} keeps {kept}"
+        assert host.run(f"ls {BUNDLE_DIR}/*.tar").rc != 0, f"{name} keeps the bundle's archives"
