@@ -42,8 +42,9 @@ lint: tools
 
 # Everything: lint, the repository and wiring tests, the exec API package, every molecule
 # scenario on booted test hosts. One pytest run reports it all (tests/).
+# The slowest tests are listed at the end, to see where a run's time goes.
 test: deps-test lint
-	pytest
+	pytest --durations=15
 
 # Everything but the molecule scenarios.
 test-fast: lint

@@ -263,22 +263,29 @@ def down(scenario: str) -> None:
         return
     logs = STATE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for name, m in state.get("machines", {}).items():
+    # All machines are told to halt at once and waited for together (a machine of a scenario is
+    # thrown away: one that has not halted in 20 s is killed), then their trees are removed.
+    machines = state.get("machines", {})
+    halting = {}
+    for name, m in machines.items():
         pid = m.get("pid")
         if pid and is_our_nspawn(pid, m["machine"]):
-            inits = children(pid)  # the machine's PID 1: it must not outlive nspawn
+            halting[name] = (pid, children(pid))  # the machine's PID 1: it must not outlive nspawn
             log(f"{scenario}: stopping {name} (pid {pid})")
             os.kill(pid, signal.SIGTERM)
-            if not wait_gone(pid, 30):
-                log(f"{scenario}: {name} did not halt in 30 s, killing it")
+    deadline = time.monotonic() + 20
+    for name, (pid, inits) in halting.items():
+        if not wait_gone(pid, max(0.0, deadline - time.monotonic())):
+            log(f"{scenario}: {name} did not halt in 20 s, killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, 10)
+        for init in inits:
+            if Path(f"/proc/{init}").exists():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                wait_gone(pid, 10)
-            for init in inits:
-                if Path(f"/proc/{init}").exists():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(init, signal.SIGKILL)  # ends the machine's whole PID namespace
-                    wait_gone(init, 10)
+                    os.kill(init, signal.SIGKILL)  # ends the machine's whole PID namespace
+                wait_gone(init, 10)
+    for name, m in machines.items():
         console = scenario_dir(scenario) / f"{name}.console.log"
         if console.exists():  # kept for reading after a failed run
             shutil.copy(console, logs / f"{scenario}-{name}.console.log")
