@@ -266,6 +266,7 @@ def down(scenario: str) -> None:
     # All machines are told to halt at once and waited for together (a machine of a scenario is
     # thrown away: one that has not halted in 20 s is killed), then their trees are removed.
     machines = state.get("machines", {})
+    t0 = time.monotonic()
     halting = {}
     for name, m in machines.items():
         pid = m.get("pid")
@@ -285,6 +286,7 @@ def down(scenario: str) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(init, signal.SIGKILL)  # ends the machine's whole PID namespace
                 wait_gone(init, 10)
+    t1 = time.monotonic()
     for name, m in machines.items():
         console = scenario_dir(scenario) / f"{name}.console.log"
         if console.exists():  # kept for reading after a failed run
@@ -309,7 +311,7 @@ def down(scenario: str) -> None:
                                            check=False, stderr=subprocess.DEVNULL).returncode == 0:  # fmt: skip
                 pass
     shutil.rmtree(scenario_dir(scenario), ignore_errors=True)
-    log(f"{scenario}: down")
+    log(f"{scenario}: down (halted in {t1 - t0:.0f} s, removed in {time.monotonic() - t1:.0f} s)")
 
 
 def parse_host(spec: str) -> tuple[str, list[str], str]:
