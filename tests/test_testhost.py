@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -85,6 +86,11 @@ def test_up_recovers_from_a_crashed_run_and_down_removes_only_its_own(tmp_path):
         for m in state2["machines"].values():
             assert not testhost.is_our_nspawn(m["pid"], m["machine"])
             assert not Path(m["dir"]).exists()
+        # The machines' trees, put aside, are removed in the background.
+        deadline = time.monotonic() + 120
+        while list((testhost.STATE / "trash").glob(f"{scenario}-*")) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not list((testhost.STATE / "trash").glob(f"{scenario}-*")), "the machines' trees were not removed"
         assert testhost.NAT_COMMENT_PREFIX + scenario not in nat_rules()
         assert testhost.NAT_COMMENT_PREFIX + scenario not in forward_rules()
         assert run(["ip", "link", "show", state2["bridge"]]).returncode != 0
