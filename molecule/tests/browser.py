@@ -107,7 +107,11 @@ def sign_in(page, start_url: str, user: dict) -> None:
     Chromium aborts navigations in flight when the machine's network changes, which another
     scenario's test hosts coming and going do on this machine, and nginx answers 502 for a
     moment while a service restarts: the login starts again from the beginning then, once, with
-    a note in the output."""
+    a note in the output. From the beginning means with the cookies the browser had before: an
+    attempt aborted after the form was sent leaves a session at the provider and a login half
+    done at the client, and the provider then sends the second attempt straight back to the
+    client, which refuses it (CI, stop 32: bob landed on Superset's login page)."""
+    before = page.context.cookies()
     for attempt in (1, 2):
         try:
             open_login_form(page, start_url)
@@ -125,6 +129,9 @@ def sign_in(page, start_url: str, user: dict) -> None:
             if attempt == 2 or not aborted_by_network(e):
                 raise
             print(f"note: {user['username']}'s login was aborted by the network; once more: {str(e).splitlines()[0]}")
+        page.context.clear_cookies()
+        if before:
+            page.context.add_cookies(before)
 
 
 def held_callback(pw, page, start_url: str, user: dict, callback: str) -> str:
