@@ -1,14 +1,16 @@
 """The offline bundle's Debian package list (tools/bundle.py) against the roles' apt tasks: a
 package a role installs by name and the bundle lacks would stop an offline converge halfway. The
 templated lists are resolved for Debian 12 in the bundle; the default scenario converges from the
-bundle with no route to any registry (molecule/tests/offline/)."""
+bundle with no route to any registry (molecule/tests/offline/). And the controller's part of an
+offline install: the exec API's wheel builds with no network at all."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import yaml
-from conftest import ROOT
+from conftest import BIN, ROOT, run
 
 sys.path.insert(0, str(ROOT / "tools"))
 import bundle
@@ -61,3 +63,24 @@ def test_the_bundle_is_rebuilt_when_a_lock_changes(tmp_path):
     assert bundle.inputs_hash({"x": lock}) == before, "a comment rebuilt the bundle"
     lock.write_text("six==1.17.0 --hash=sha256:00\n")
     assert bundle.inputs_hash({"x": lock}) != before
+
+
+def test_the_exec_api_wheel_builds_on_a_controller_with_no_network(tmp_path):
+    """python_env's wheel.yml, as the exec_api role includes it, in a network namespace of its own
+    (no interface but loopback) and with an empty uv cache: the build backend is the controller
+    tools' hatchling, nothing is downloaded."""
+    play = tmp_path / "build.yml"
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"ansible.builtin.include_role": {"name": "python_env", "tasks_from": "wheel"},
+                   "vars": {"python_env_build_src": str(ROOT / "files/exec_api"),
+                            "python_env_build_name": "exec_api"}}],
+    }]))  # fmt: skip
+    out = run(["unshare", "--net", str(BIN / "ansible-playbook"), "-i", "localhost,", str(play),
+               "-e", f"__python_env_build_root={tmp_path / 'build'}"],
+              env={"UV_CACHE_DIR": str(tmp_path / "uv-cache"), "PATH": f"{BIN}:{os.environ['PATH']}",
+                   "ANSIBLE_STRATEGY": "linear"})  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    built = list((tmp_path / "build/exec_api").glob("*/exec_api-*.whl"))
+    assert len(built) == 1, f"no wheel built: {list((tmp_path / 'build').rglob('*'))}"
+    assert (built[0].parent / "requirements.txt").is_file()
