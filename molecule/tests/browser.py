@@ -101,18 +101,27 @@ def open_login_form(page, start_url: str) -> None:
     )
 
 
+# A login is tried this many times when the network under the browser changes or a service is
+# restarting, waiting longer each time (seconds before the 2nd, the 3rd): another scenario's hosts
+# come up in bursts of link and address changes of half a minute, and two quick attempts both
+# fell into one (CI on 41bd868: alice's Superset login, aborted twice within a second).
+PAUSES = (10, 30)
+
+
 def sign_in(page, start_url: str, user: dict) -> None:
     """From the client's start_url through the provider's login form and back to the client.
 
     Chromium aborts navigations in flight when the machine's network changes, which another
     scenario's test hosts coming and going do on this machine, and nginx answers 502 for a
-    moment while a service restarts: the login starts again from the beginning then, once, with
-    a note in the output. From the beginning means with the cookies the browser had before: an
-    attempt aborted after the form was sent leaves a session at the provider and a login half
-    done at the client, and the provider then sends the second attempt straight back to the
-    client, which refuses it (CI, stop 32: bob landed on Superset's login page)."""
+    moment while a service restarts: the login starts again from the beginning then, after a
+    pause, with a note in the output (at most len(PAUSES) more times). From the beginning means
+    with the cookies the browser had before: an attempt aborted after the form was sent leaves a
+    session at the provider and a login half done at the client, and the provider then sends the
+    next attempt straight back to the client, which refuses it (CI, stop 32: bob landed on
+    Superset's login page)."""
     before = page.context.cookies()
-    for attempt in (1, 2):
+    for attempt in range(len(PAUSES) + 1):
+        last = attempt == len(PAUSES)
         try:
             open_login_form(page, start_url)
             _submit_form(page, user)
@@ -121,14 +130,15 @@ def sign_in(page, start_url: str, user: dict) -> None:
             page.wait_for_load_state()
             return
         except LoginFormMissing as e:
-            if attempt == 2 or not e.retry:
+            if last or not e.retry:
                 raise
-            print(f"note: {user['username']}'s login once more: {e}")
-            time.sleep(5)
+            why = str(e)
         except PlaywrightError as e:
-            if attempt == 2 or not aborted_by_network(e):
+            if last or not aborted_by_network(e):
                 raise
-            print(f"note: {user['username']}'s login was aborted by the network; once more: {str(e).splitlines()[0]}")
+            why = f"aborted by the network: {str(e).splitlines()[0]}"
+        print(f"note: {user['username']}'s login, attempt {attempt + 1}: {why}; again in {PAUSES[attempt]} s")
+        time.sleep(PAUSES[attempt])
         page.context.clear_cookies()
         if before:
             page.context.add_cookies(before)
