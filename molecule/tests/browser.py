@@ -60,7 +60,8 @@ def _submit_form(page, user: dict) -> None:
 # What Chromium's failed navigations say when the network under them changed: the error itself,
 # or, when it struck a redirect's target (the hub's redirect to the provider), the jump to
 # Chromium's error page that interrupts the navigation Playwright waits for.
-ABORTED_BY_NETWORK = ("ERR_NETWORK_CHANGED", "chrome-error://chromewebdata/")
+CHROME_ERROR_PAGE = "chrome-error://chromewebdata/"
+ABORTED_BY_NETWORK = ("ERR_NETWORK_CHANGED", CHROME_ERROR_PAGE)
 
 
 def aborted_by_network(e: Exception) -> bool:
@@ -84,11 +85,12 @@ def open_login_form(page, start_url: str) -> None:
     what the browser saw."""
     response = page.goto(start_url)
     status = response.status if response else None
-    try:
-        page.wait_for_selector("#username", timeout=15000 if status in UNAVAILABLE else 30000)
-        return
-    except PlaywrightTimeoutError:
-        pass
+    if status not in UNAVAILABLE:  # nginx's error page never turns into the form
+        try:
+            page.wait_for_selector("#username", timeout=30000)
+            return
+        except PlaywrightTimeoutError:
+            pass
     try:
         text = " ".join(page.inner_text("body", timeout=5000).split())[:400]
     except PlaywrightError as e:
@@ -97,7 +99,7 @@ def open_login_form(page, start_url: str) -> None:
     raise LoginFormMissing(
         f"{start_url} did not lead to the provider's login form: the browser is at {landed}"
         f" (HTTP {status}), which shows: {text!r}",
-        retry=status in UNAVAILABLE or landed.startswith(ABORTED_BY_NETWORK[1]),
+        retry=status in UNAVAILABLE or landed.startswith(CHROME_ERROR_PAGE),
     )
 
 
