@@ -1,8 +1,9 @@
 """The offline bundle's Debian package list (tools/bundle.py) against the roles' apt tasks: a
 package a role installs by name and the bundle lacks would stop an offline converge halfway. The
-templated lists are resolved for Debian 12 in the bundle; the default scenario converges from the
-bundle with no route to any registry (molecule/tests/offline/). And the controller's part of an
-offline install: the exec API's wheel builds with no network at all."""
+names the roles template by release are the bundle's for each release; the default (Debian 12)
+and trixie (Debian 13) scenarios converge from their bundles with no route to any registry
+(molecule/tests/offline/). And the controller's part of an offline install: the exec API's wheel
+builds with no network at all."""
 
 from __future__ import annotations
 
@@ -46,6 +47,31 @@ def test_every_package_a_role_names_is_in_the_bundle():
     bundled = {p for ps in bundle.PACKAGES.values() for p in ps}
     missing = {role: sorted(n - bundled) for role, n in apt_names().items() if n - bundled}
     assert not missing, f"add to PACKAGES in tools/bundle.py: {missing}"
+
+
+def _vars(role: str) -> dict:
+    return yaml.safe_load((ROOT / f"roles/{role}/vars/main.yml").read_text())
+
+
+def test_what_the_roles_install_by_release_is_in_that_releases_bundle():
+    """PostgreSQL's version and Keycloak's OpenJDK by Debian release (the roles' vars), and
+    Superset's interpreter (Debian's python3 on 12, Debian 12's python3.11 on 13)."""
+    postgresql = _vars("postgresql")["__postgresql_release_versions"]
+    java = _vars("keycloak")["__keycloak_java_packages"]
+    for release, spec in bundle.RELEASES.items():
+        major = spec["debian"]
+        superset = ["python3-dev"] if major == "12" else ["python3.11", "python3.11-dev"]
+        wanted = {f"postgresql-{postgresql[major]}", f"postgresql-client-{postgresql[major]}", java[major], *superset}
+        assert wanted <= set(bundle.packages(release)), f"{release}: {sorted(wanted - set(bundle.packages(release)))}"
+    majors = {spec["debian"] for spec in bundle.RELEASES.values()}
+    assert majors == set(postgresql) == set(java), "a release the roles know is not bundled, or the reverse"
+
+
+def test_debian_13s_bundle_takes_from_debian_12_what_the_superset_role_pins_in():
+    names, preferences = bundle.bookworm_pin()
+    assert names == _vars("superset")["__superset_bookworm_packages"].split()
+    assert "Package: *\nPin: release n=bookworm\nPin-Priority: -1" in preferences
+    assert "Package: *\nPin: release n=bookworm-security\nPin-Priority: -1" in preferences
 
 
 def test_the_roles_found_are_the_roles_that_install_packages():
