@@ -3,6 +3,7 @@ what it added, survive a crash."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -78,6 +79,10 @@ def test_up_recovers_from_a_crashed_run_and_down_removes_only_its_own(tmp_path):
         h2 = {addr: testhost.ssh_ok(Path(key), hosts["h2"]["address"], connect.format(addr, port)).returncode
               for addr, port in ((mirror[0][4][0], 80), (hosts["h1"]["address"], 22))}  # fmt: skip
         assert h2 == {mirror[0][4][0]: 1, hosts["h1"]["address"]: 0}, h2
+        # The tests' browser, in its namespace, reaches the --offline host: its replies pass.
+        ns = run([*TH, "browser"]).stdout.strip()
+        reach = run(["ip", "netns", "exec", ns, "sh", "-c", connect.format(hosts["h2"]["address"], 22)])
+        assert reach.returncode == 0, f"the browser's namespace does not reach the offline host: {reach.stderr}"
         state2 = json.loads(run([*TH, "status", scenario]).stdout)
         assert testhost.NAT_COMMENT_PREFIX + scenario in nat_rules()
         assert testhost.NAT_COMMENT_PREFIX + scenario in forward_rules()
@@ -101,3 +106,87 @@ def test_up_recovers_from_a_crashed_run_and_down_removes_only_its_own(tmp_path):
         run([*TH, "down", scenario])
         subprocess.run(["iptables", "-t", "nat", "-D", *foreign_rule], check=False)
         subprocess.run(["ip", "link", "del", "notours0"], check=False)
+
+
+def _slow_tls_server(address: str, cert_dir: Path) -> int:
+    """A page whose TLS handshake waits 3 s: Chromium is connecting for that long, which is when
+    a change of its namespace's network aborts the load (net::ERR_NETWORK_CHANGED)."""
+    import ssl
+    import threading
+
+    key, cert = cert_dir / "key.pem", cert_dir / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=slow.test"], check=True, capture_output=True)  # fmt: skip
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    listener = socket.create_server((address, 0))
+
+    def serve(conn):
+        with contextlib.suppress(OSError):
+            time.sleep(3)
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def _loads_while_this_machines_network_changes(executable: str, url: str) -> list[str]:
+    """Three page loads, each while a veth pair is added to this machine and removed (as a
+    scenario's machines come and go); what each load gave."""
+    import threading
+
+    from playwright.sync_api import Error, sync_playwright
+
+    def churn():
+        time.sleep(1)
+        subprocess.run(["ip", "link", "add", "dpt-churn0", "type", "veth", "peer", "name", "dpt-churn1"], check=True)
+        subprocess.run(["ip", "addr", "add", "10.212.254.1/30", "dev", "dpt-churn0"], check=True)
+        for link in ("dpt-churn0", "dpt-churn1"):
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        time.sleep(0.5)
+        subprocess.run(["ip", "link", "del", "dpt-churn0"], check=True)
+
+    results = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=["--no-sandbox", "--ignore-certificate-errors"])
+        page = browser.new_page()
+        for i in range(3):
+            changer = threading.Thread(target=churn)
+            changer.start()
+            try:
+                page.goto(f"{url}?{i}", timeout=20000)
+                results.append("loaded")
+            except Error as e:
+                results.append(str(e).split(" at ")[0])
+            changer.join()
+        browser.close()
+    return results
+
+
+@pytest.mark.molecule
+def test_the_browser_in_its_namespace_loads_pages_while_this_machines_network_changes(tmp_path):
+    """molecule/tests/browser.py runs Chromium in `testhost.py browser`'s namespace: there a page
+    load goes through while interfaces come and go on this machine. Chromium run beside them, as
+    before, aborts the same loads."""
+    sys.path.insert(0, str(ROOT / "molecule/tests"))
+    from browser import in_browser_namespace
+
+    launcher = in_browser_namespace("/usr/bin/chromium")
+    ours = str(next(testhost.BROWSER_NET.hosts()))  # this machine's end: reached from both sides
+    url = f"https://{ours}:{_slow_tls_server(ours, tmp_path)}/"
+    try:
+        assert _loads_while_this_machines_network_changes(launcher, url) == ["loaded"] * 3
+        beside = _loads_while_this_machines_network_changes("/usr/bin/chromium", url)
+        assert beside == ["Page.goto: net::ERR_NETWORK_CHANGED"] * 3, f"the changes did not reach Chromium: {beside}"
+    finally:
+        subprocess.run(["ip", "link", "del", "dpt-churn0"], check=False, capture_output=True)
+        with testhost.exclusive(testhost.STATE / "browser"):
+            if not testhost.all_states():
+                testhost.remove_browser_net()

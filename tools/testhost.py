@@ -13,15 +13,24 @@ one mechanism behind molecule's create/destroy playbooks and the README's demo c
                                              beyond the scenario's bridge (no registry, no DNS)
     testhost.py down SCENARIO                stop what `up SCENARIO` started, remove what it added
     testhost.py status [SCENARIO]            print the recorded state as JSON
+    testhost.py browser                      make (or reuse) the tests' browser's network namespace,
+                                             print its name (`ip netns exec NAME chromium ...`)
 
 Every host of a scenario sits on one bridge with its own address, resolves every other host
 (and its aliases) by name through /etc/hosts, reaches the package registries through NAT (unless
 it is --offline: then what it sends past the bridge is refused at once), and accepts SSH as root
 with a per-scenario key. `up` prints the hosts as JSON on stdout.
 
+The tests' browser runs in a network namespace of its own, which reaches every scenario's
+hosts through a routed veth, masqueraded to this machine's bridge address (the hosts see it as
+they would see this machine): Chromium aborts a page load that is connecting with
+ERR_NETWORK_CHANGED whenever an address or link of its namespace changes, and here every
+scenario's bridge and veths come and go while another scenario's browser logs in. The last `down`
+removes it.
+
 Only what this script records is ever stopped or removed: machines by their recorded PID
-(checked against /proc/PID/cmdline), the bridge it created, and NAT and offline rules carrying
-its comment.
+(checked against /proc/PID/cmdline), the bridge it created, the browser's namespace and veth,
+and NAT and offline rules carrying its comment.
 Environment: TESTHOST_CACHE (default /var/cache/dataplatform-testhosts),
 TESTHOST_STATE (default /var/lib/dataplatform-testhosts), TESTHOST_MIRROR (Debian mirror URL;
 default: the first one this machine's apt sources use).
@@ -37,6 +46,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,6 +75,11 @@ STATE = Path(os.environ.get("TESTHOST_STATE", "/var/lib/dataplatform-testhosts")
 NAT_COMMENT_PREFIX = "dataplatform-testhost:"
 # Test subnets are taken from this range, one /24 per scenario.
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")
+# The tests' browser's namespace (`testhost.py browser`): this machine's end of its veth and the
+# browser's, outside SUBNET_POOL.
+BROWSER_NS = "dataplatform-browser"
+BROWSER_VETH = "dpt-browser"
+BROWSER_NET = ipaddress.ip_network("10.212.255.252/30")
 SSH_OPTS = [
     "-o", "StrictHostKeyChecking=no",
     "-o", "UserKnownHostsFile=/dev/null",
@@ -224,10 +239,12 @@ def is_our_nspawn(pid: int, machine: str) -> bool:
 
 def offline_rule(addr: str, subnet: str, scenario: str) -> list[str]:
     """An --offline host's packets to anywhere but its scenario's subnet, refused on this machine
-    (an ICMP error at once, so a client fails fast instead of waiting, and nothing leaves)."""
+    (an ICMP error at once, so a client fails fast instead of waiting, and nothing leaves), but
+    for its replies to what connected to it (the tests' browser, from its own namespace)."""
     return [
-        "FORWARD", "-s", addr, "!", "-d", subnet, "-j", "REJECT", "--reject-with", "icmp-net-unreachable",
-        "-m", "comment", "--comment", NAT_COMMENT_PREFIX + scenario,
+        "FORWARD", "-s", addr, "!", "-d", subnet, "-m", "conntrack", "!", "--ctstate", "ESTABLISHED,RELATED",
+        "-j", "REJECT", "--reject-with", "icmp-net-unreachable", "-m", "comment", "--comment",
+        NAT_COMMENT_PREFIX + scenario,
     ]  # fmt: skip
 
 
@@ -236,6 +253,55 @@ def nat_rule(subnet: str, scenario: str) -> list[str]:
         "POSTROUTING", "-s", subnet, "!", "-d", subnet, "-j", "MASQUERADE",
         "-m", "comment", "--comment", NAT_COMMENT_PREFIX + scenario,
     ]  # fmt: skip
+
+
+def browser_rule() -> list[str]:
+    return [
+        "POSTROUTING", "-s", str(BROWSER_NET), "!", "-d", str(BROWSER_NET), "-j", "MASQUERADE",
+        "-m", "comment", "--comment", NAT_COMMENT_PREFIX + "browser",
+    ]  # fmt: skip
+
+
+def browser_net() -> str:
+    """The tests' browser's network namespace (module docstring), made once and kept while any
+    scenario is up; its name. No IPv6 in it: a link-local address appearing after Chromium started
+    would abort a page load like any other change."""
+    ours, theirs = (str(a) for a in BROWSER_NET.hosts())
+    with exclusive(STATE / "browser"):
+        route = run(["ip", "-n", BROWSER_NS, "-4", "route", "show", "default"], check=False, capture_output=True)
+        if f"via {ours}" not in route.stdout:
+            remove_browser_net()
+            run(["ip", "netns", "add", BROWSER_NS])
+            run(["ip", "netns", "exec", BROWSER_NS, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1"])  # fmt: skip
+            run(["ip", "link", "add", BROWSER_VETH, "type", "veth", "peer", "name", "eth0", "netns", BROWSER_NS])
+            run(["ip", "addr", "add", f"{ours}/{BROWSER_NET.prefixlen}", "dev", BROWSER_VETH])
+            run(["ip", "link", "set", BROWSER_VETH, "up"])
+            run(["ip", "-n", BROWSER_NS, "addr", "add", f"{theirs}/{BROWSER_NET.prefixlen}", "dev", "eth0"])
+            for link in ("lo", "eth0"):
+                run(["ip", "-n", BROWSER_NS, "link", "set", link, "up"])
+            run(["ip", "-n", BROWSER_NS, "route", "add", "default", "via", ours])
+            log(f"the tests' browser's namespace {BROWSER_NS} ({theirs}, through {BROWSER_VETH})")
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        if run(["iptables", "-t", "nat", "-C", *browser_rule()], check=False, stderr=subprocess.DEVNULL).returncode:
+            run(["iptables", "-t", "nat", "-A", *browser_rule()])
+    return BROWSER_NS
+
+
+def remove_browser_net() -> None:
+    run(["ip", "netns", "del", BROWSER_NS], check=False, stderr=subprocess.DEVNULL)
+    run(["ip", "link", "del", BROWSER_VETH], check=False, stderr=subprocess.DEVNULL)
+    remove_rules("nat", "POSTROUTING", NAT_COMMENT_PREFIX + "browser")
+
+
+def remove_rules(table: str, chain: str, comment: str) -> None:
+    """Every rule of the chain that carries exactly this comment, whatever else it says (a rule an
+    older version of this script added is found too)."""
+    listing = run(["iptables", "-t", table, "-S", chain], capture_output=True).stdout
+    for line in listing.splitlines():
+        args = shlex.split(line)
+        if args[:1] == ["-A"] and "--comment" in args and args[args.index("--comment") + 1] == comment:
+            run(["iptables", "-t", table, "-D", *args[1:]], check=False, stderr=subprocess.DEVNULL)
 
 
 def children(pid: int) -> list[int]:
@@ -316,15 +382,12 @@ def down(scenario: str) -> None:
             run(["ip", "link", "del", veth], check=False, capture_output=True)
     if state.get("bridge") and state.get("bridge_created"):
         run(["ip", "link", "del", state["bridge"]], check=False, stderr=subprocess.DEVNULL)
-    if state.get("subnet"):
-        while run(["iptables", "-t", "nat", "-D", *nat_rule(state["subnet"], scenario)],
-                  check=False, stderr=subprocess.DEVNULL).returncode == 0:  # fmt: skip
-            pass
-        for m in state.get("machines", {}).values():
-            while m.get("offline") and run(["iptables", "-D", *offline_rule(m["address"], state["subnet"], scenario)],
-                                           check=False, stderr=subprocess.DEVNULL).returncode == 0:  # fmt: skip
-                pass
+    remove_rules("nat", "POSTROUTING", NAT_COMMENT_PREFIX + scenario)
+    remove_rules("filter", "FORWARD", NAT_COMMENT_PREFIX + scenario)
     shutil.rmtree(scenario_dir(scenario), ignore_errors=True)
+    with exclusive(STATE / "browser"):
+        if not all_states():  # no scenario left whose tests could use the browser
+            remove_browser_net()
     log(f"{scenario}: down (halted in {t1 - t0:.0f} s, put away in {time.monotonic() - t1:.0f} s)")
 
 
@@ -509,6 +572,7 @@ def main() -> None:
     pd.add_argument("--instance-config", help="also empty molecule's instance config here")
     ps = sub.add_parser("status")
     ps.add_argument("scenario", nargs="?")
+    sub.add_parser("browser")
     a = p.parse_args()
     if a.cmd == "root":
         print(ensure_root(a.suite))
@@ -519,6 +583,8 @@ def main() -> None:
     elif a.cmd == "down":
         down(a.scenario)
         write_instance_config(a.instance_config, [])
+    elif a.cmd == "browser":
+        print(browser_net())
     else:
         print(json.dumps(load_state(a.scenario) if a.scenario else all_states(), indent=2))
 

@@ -7,9 +7,12 @@ the forged-state tests). The `browser` fixture in conftest.py launches one per t
 from __future__ import annotations
 
 import atexit
+import functools
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -31,15 +34,32 @@ def nss_home(ca: str) -> str:
     return home
 
 
+@functools.cache
+def in_browser_namespace(executable: str) -> str:
+    """A launcher of the executable in the test harness's network namespace for the browser
+    (tools/testhost.py browser): there Chromium sees no other scenario's bridges and veths come and
+    go, each of which would abort a page load that is connecting (net::ERR_NETWORK_CHANGED)."""
+    testhost = Path(__file__).resolve().parents[2] / "tools/testhost.py"
+    out = subprocess.run([sys.executable, str(testhost), "browser"], capture_output=True, text=True)
+    assert out.returncode == 0, f"testhost.py browser failed: {out.stdout}{out.stderr}"
+    launcher = Path(tempfile.mkdtemp(prefix="browser-launcher-")) / Path(executable).name
+    atexit.register(shutil.rmtree, launcher.parent, ignore_errors=True)
+    namespace = out.stdout.strip().splitlines()[-1]
+    launcher.write_text(f'#!/bin/sh\nexec ip netns exec {shlex.quote(namespace)} {shlex.quote(executable)} "$@"\n')
+    launcher.chmod(0o755)
+    return str(launcher)
+
+
 # How each browser chromium() started was launched, so a second one can be started like it.
 _LAUNCHED: dict[int, tuple[str, dict[str, str], str]] = {}
 
 
 def chromium(pw, ca: str, resolve: dict[str, str], executable: str = "/usr/bin/chromium"):
-    """Debian's Chromium: the platform's names resolve to the given addresses, only the CA is added."""
+    """Debian's Chromium, in the browser's network namespace: the platform's names resolve to the
+    given addresses, only the CA is added."""
     rules = ",".join(f"MAP {host} {ip}" for host, ip in resolve.items())
     browser = pw.chromium.launch(
-        executable_path=executable,
+        executable_path=in_browser_namespace(executable),
         args=[f"--host-resolver-rules={rules}", "--no-sandbox"],
         env={**os.environ, "HOME": nss_home(ca)},
     )
