@@ -15,7 +15,11 @@ import pytest
 BUNDLE_DIR = "/var/lib/platform-offline"
 REGISTRIES = ["deb.debian.org", "pypi.org", "files.pythonhosted.org"]
 ENVIRONMENTS = ["/opt/exec-api/venv", "/opt/jupyterhub/venv", "/opt/jupyterhub/user-venv", "/opt/superset/venv"]
-PACKAGES = ["nginx", "postgresql-15", "redis-server", "restic", "node-configurable-http-proxy", "python3-dev"]
+PACKAGES = ["nginx", "postgresql-{pg}", "redis-server", "restic", "node-configurable-http-proxy", "{python_dev}"]
+# What differs by release (tools/bundle.py's RELEASES): PostgreSQL, and Superset's interpreter
+# (Debian 12's python3.11 on Debian 13, from the same bundle).
+RELEASE_NAMES = {"bookworm": {"pg": "15", "python_dev": "python3-dev"},
+                 "trixie": {"pg": "17", "python_dev": "python3.11-dev"}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +59,7 @@ def test_apt_reads_the_bundle_and_nothing_else(offline_hosts):
 def test_the_installed_package_is_the_bundles(offline_hosts, package):
     for host in offline_hosts:
         name = host.backend.get_hostname()
+        package = package.format(**RELEASE_NAMES[host.system_info.codename])
         version = host.check_output(f"dpkg-query -W -f '${{Version}}' {package}")
         debs = host.check_output(f"ls {BUNDLE_DIR}/apt").split()
         wanted = f"{package}_{version.replace(':', '%3a')}_"
