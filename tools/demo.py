@@ -7,6 +7,9 @@
 The inventory is written to .demo/hosts.yml (git-ignored), with every service group on the
 one host `demo1`; generated secrets land in .demo/.secrets/. Re-running `up` boots a fresh host.
 
+Release: Debian 12, or 13 with DEMO_RELEASE=trixie (then Superset runs on Debian 12's python3.11:
+README, "Debian 13").
+
 Identity: with KEYCLOAK_ARCHIVE=/path/to/keycloak-<version>.tar.gz the host runs Keycloak (the
 archive cannot be downloaded here); without it, the test harness's OpenID provider runs beside
 the stack and the stack uses it as an external provider (molecule/shared/external_idp.yml), with
@@ -42,6 +45,9 @@ WEB = {
 UNITS = ["postgresql@*-main", "keycloak", "test-oidc-provider", "exec-api", "jupyterhub", "superset", "nginx",
          "exec-api-launcher.socket", "platform-backup.timer"]  # fmt: skip
 KEYCLOAK_ARCHIVE = os.environ.get("KEYCLOAK_ARCHIVE", "")
+# The demo host's Debian release (tools/testhost.py's suites).
+RELEASES = {"bookworm": "Debian 12", "trixie": "Debian 13"}
+RELEASE = os.environ.get("DEMO_RELEASE", "bookworm")
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -56,9 +62,12 @@ def ssh_options(identity_file: str, address: str) -> list[str]:
 
 def up() -> dict:
     """Boot, converge and describe the demo host; its address and how long each step took."""
+    if RELEASE not in RELEASES:
+        sys.exit(f"DEMO_RELEASE={RELEASE}: the demo host runs {' or '.join(RELEASES)} (Debian 12 or 13)")
     t0 = time.monotonic()
     names = ",".join(f"{label}.{DOMAIN}" for label in WEB)
-    hosts = json.loads(sh([sys.executable, str(ROOT / "tools/testhost.py"), "up", SCENARIO, f"{HOST}={names}"],
+    spec = f"{HOST}@{RELEASE}={names}"
+    hosts = json.loads(sh([sys.executable, str(ROOT / "tools/testhost.py"), "up", SCENARIO, spec],
                           stdout=subprocess.PIPE).stdout)  # fmt: skip
     host = hosts[0]
     groups = GROUPS if KEYCLOAK_ARCHIVE else [*GROUPS, "oidc_test_provider"]
@@ -81,6 +90,8 @@ def up() -> dict:
             "children": {g: {"hosts": {HOST: None}} for g in groups},
         }
     }  # fmt: skip
+    if RELEASE == "trixie":  # Superset 6.0 needs Python 3.11 or 3.12 (README, "Debian 13")
+        inventory["all"]["vars"]["superset_python_from_bookworm"] = True
     if KEYCLOAK_ARCHIVE:
         inventory["all"]["vars"]["keycloak_archive_local"] = KEYCLOAK_ARCHIVE
     else:
@@ -106,7 +117,7 @@ def up() -> dict:
     print(f"""
 The demo host is up (booted in {booted:.0f} s, converged in {converged:.0f} s).
 
-  host        {HOST} at {host["address"]} (systemd-nspawn machine, Debian 12)
+  host        {HOST} at {host["address"]} (systemd-nspawn machine, {RELEASES[RELEASE]})
   log in      {" ".join(ssh)}
   inventory   {DEMO / "hosts.yml"}   (secrets in {DEMO / ".secrets"})
   re-run      .venv/bin/ansible-playbook -i .demo/hosts.yml {playbook.relative_to(ROOT)}
