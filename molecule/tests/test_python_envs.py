@@ -7,7 +7,10 @@ bytecode is compiled from source again at every server start, kernel and run.
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from hostlib import ROOT, playbook_runner
 
 pytestmark = pytest.mark.platform
 
@@ -116,3 +119,38 @@ def test_nothing_but_supersets_python_comes_from_another_debian_release(group_ho
         # packages the pin lets in).
         policy = host.check_output("apt-cache policy python3.11-venv")
         assert "Candidate: (none)" in policy and (offline or "bookworm" in policy), policy
+
+
+def _major_minor(host, python: str) -> str:
+    return host.check_output(f"{python} -c {_quote('import sys; print(*sys.version_info[:2], sep=chr(46))')}")
+
+
+HEALTH = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=5)"
+
+
+def test_an_environment_another_python_made_is_made_anew(group_hosts, inventory_path):
+    """After Debian 12 is upgraded to 13 in place, the exec API's environment is one Python 3.11
+    made, and 3.13 is the host's python3 (roles/python_env). Made so here by the host's other
+    Python (Debian 12's python3.11, Superset's on Debian 13), the exec API's playbook makes it anew
+    on python3, and the service answers from it."""
+    venv, system = "/opt/exec-api/venv", "/usr/bin/python3"
+    hosts = [h for h in group_hosts("exec_api")
+             if h.file("/usr/bin/python3.11").exists and _major_minor(h, system) != "3.11"]  # fmt: skip
+    if not hosts:
+        pytest.skip("no exec API host has a second Python version (Debian 13 with Superset's python3.11)")
+    for host in hosts:
+        host.check_output(f"/opt/platform-uv/bin/uv venv --quiet --clear --python /usr/bin/python3.11 {venv}")
+        assert _major_minor(host, f"{venv}/bin/python") == "3.11"
+    out = playbook_runner(inventory_path, ROOT / "playbooks/exec_api.yml")()
+    assert out.rc == 0, out.output[-3000:]
+    for host in hosts:
+        name = host.backend.get_hostname()
+        made = _major_minor(host, f"{venv}/bin/python")
+        assert made == _major_minor(host, system), f"{name}: {venv} still runs on Python {made}"
+        assert host.file(f"{venv}/installed-from.txt").exists, f"{name}: {venv} was not installed again"
+        for _ in range(30):  # restarted by the playbook's handler
+            if host.run(f"{system} -c {_quote(HEALTH)}").rc == 0:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError(f"{name}: the exec API does not answer from its new environment")
