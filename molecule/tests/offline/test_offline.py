@@ -85,6 +85,19 @@ def test_no_local_user_can_change_what_apt_and_uv_install(offline_hosts):
         assert loose == "", f"{name}: writable by others than root, or not root's, under {BUNDLE_DIR}: {loose}"
 
 
+@pytest.mark.parametrize("path", ["apt/platform.deb", "apt/Packages", "wheels/uv-0-py3-none-any.whl",
+                                  "sources.d/more.sources", "bundle.json"])  # fmt: skip
+def test_a_local_user_adds_or_changes_nothing_apt_or_uv_would_install(offline_hosts, path):
+    """As a local user with a shell (nobody: no group of the platform's), in the bundle's
+    directories: each write is refused."""
+    for host in offline_hosts:
+        target = f"{BUNDLE_DIR}/{path}"
+        before = host.run(f"sha256sum {target}").stdout
+        out = host.run(f"runuser -u nobody -- sh -c {shlex.quote(f'echo planted >> {target}')}")
+        assert out.rc != 0, f"{host.backend.get_hostname()}: nobody wrote {target}"
+        assert host.run(f"sha256sum {target}").stdout == before, f"{host.backend.get_hostname()}: {target} changed"
+
+
 def test_the_host_keeps_the_bundle_it_unpacked_and_not_its_archives(offline_hosts):
     """The archives are copied and unpacked only when the bundle's description differs from the
     one the host keeps (roles/common/tasks/offline.yml), and are not kept after."""
