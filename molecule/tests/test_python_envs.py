@@ -128,25 +128,38 @@ def _major_minor(host, python: str) -> str:
 HEALTH = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=5)"
 
 
-def test_an_environment_another_python_made_is_made_anew(group_hosts, inventory_path):
-    """After Debian 12 is upgraded to 13 in place, the exec API's environment is one Python 3.11
-    made, and 3.13 is the host's python3 (roles/python_env). Made so here by the host's other
-    Python (Debian 12's python3.11, Superset's on Debian 13), the exec API's playbook makes it anew
-    on python3, and the service answers from it."""
+# How an environment is left by an in-place upgrade of Debian 12 to 13, made here on a Debian 13
+# host with Debian 12's python3.11 (there for Superset): one python3.11 made, for python3 (uv's,
+# the exec API's, the hub's), and one whose bin/python runs another Python than it was made by
+# and is for (Superset's, made by /usr/bin/python3, on 12 its 3.11, and on 13 for python3.11).
+LEFT_BY_AN_UPGRADE = {
+    "made by 3.11": "{uv} venv --quiet --clear --python /usr/bin/python3.11 {venv}",
+    "bin/python runs 3.11": "{uv} venv --quiet --clear --python /usr/bin/python3 {venv}"
+    " && ln -sfn /usr/bin/python3.11 {venv}/bin/python",
+}
+
+
+@pytest.mark.parametrize("left", LEFT_BY_AN_UPGRADE)
+def test_an_environment_another_python_made_or_runs_is_made_anew(group_hosts, inventory_path, left):
+    """After Debian 12 is upgraded to 13 in place, an environment's packages are another Python's
+    (roles/python_env): the exec API's environment left so, its playbook makes it anew on its
+    interpreter, python3, and the service answers from it."""
     venv, system = "/opt/exec-api/venv", "/usr/bin/python3"
     hosts = [h for h in group_hosts("exec_api")
              if h.file("/usr/bin/python3.11").exists and _major_minor(h, system) != "3.11"]  # fmt: skip
     if not hosts:
         pytest.skip("no exec API host has a second Python version (Debian 13 with Superset's python3.11)")
     for host in hosts:
-        host.check_output(f"/opt/platform-uv/bin/uv venv --quiet --clear --python /usr/bin/python3.11 {venv}")
+        host.check_output(LEFT_BY_AN_UPGRADE[left].format(uv="/opt/platform-uv/bin/uv", venv=venv))
         assert _major_minor(host, f"{venv}/bin/python") == "3.11"
     out = playbook_runner(inventory_path, ROOT / "playbooks/exec_api.yml")()
     assert out.rc == 0, out.output[-3000:]
     for host in hosts:
         name = host.backend.get_hostname()
-        made = _major_minor(host, f"{venv}/bin/python")
-        assert made == _major_minor(host, system), f"{name}: {venv} still runs on Python {made}"
+        runs = _major_minor(host, f"{venv}/bin/python")
+        assert runs == _major_minor(host, system), f"{name}: {venv} still runs on Python {runs}"
+        made = host.check_output(f"grep -E '^version(_info)? *=' {venv}/pyvenv.cfg")
+        assert f"= {runs}." in made, f"{name}: {venv} says {made}"
         assert host.file(f"{venv}/installed-from.txt").exists, f"{name}: {venv} was not installed again"
         for _ in range(30):  # restarted by the playbook's handler
             if host.run(f"{system} -c {_quote(HEALTH)}").rc == 0:
