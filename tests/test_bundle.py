@@ -67,11 +67,40 @@ def test_what_the_roles_install_by_release_is_in_that_releases_bundle():
     assert majors == set(postgresql) == set(java), "a release the roles know is not bundled, or the reverse"
 
 
+def _stanzas(preferences: str) -> list[dict[str, str]]:
+    """apt preferences as their stanzas' fields, comments and blank lines aside."""
+    blocks = [b for b in preferences.split("\n\n") if b.strip()]
+    lines = [[ln for ln in b.splitlines() if ln.strip() and not ln.startswith("#")] for b in blocks]
+    return [dict(ln.split(": ", 1) for ln in block) for block in lines if block]
+
+
 def test_debian_13s_bundle_takes_from_debian_12_what_the_superset_role_pins_in():
+    """The bundle resolves Debian 13's packages under the preferences the superset role writes on
+    its hosts (rendered here from the role's task), so it holds what an online host installs."""
+    import jinja2
+
     names, preferences = bundle.bookworm_pin()
-    assert names == _vars("superset")["__superset_bookworm_packages"].split()
-    assert "Package: *\nPin: release n=bookworm\nPin-Priority: -1" in preferences
-    assert "Package: *\nPin: release n=bookworm-security\nPin-Priority: -1" in preferences
+    packages = _vars("superset")["__superset_bookworm_packages"]
+    assert names == packages.split()
+    tasks = yaml.safe_load((ROOT / "roles/superset/tasks/install.yml").read_text())
+    pin = next(
+        t for t in _tasks(tasks) if t.get("ansible.builtin.copy", {}).get("dest") == "{{ __superset_bookworm_pin }}"
+    )
+    role = jinja2.Template(pin["ansible.builtin.copy"]["content"]).render(__superset_bookworm_packages=packages)
+    assert _stanzas(preferences) == _stanzas(role)
+    assert {"Package": "*", "Pin": "release n=bookworm", "Pin-Priority": "-1"} in _stanzas(preferences)
+
+
+def test_a_package_of_another_release_in_apts_plan_is_named():
+    plan = (
+        "Inst libffi8 (3.4.8-2 Debian:13.2/stable [amd64])\n"
+        "Inst libssl3t64 (3.5.9-1~deb13u1 Debian:13.2/stable, Debian-Security:13/stable-security [amd64])\n"
+        "Inst python3.11 (3.11.2-6+deb12u9 Debian:12.12/oldstable, Debian-Security:12/oldstable-security [amd64])\n"
+        "Inst libexpat1 (2.5.0-1 Debian:12.12/oldstable [amd64]) []\n"
+        "Conf libffi8 (3.4.8-2 Debian:13.2/stable [amd64])\n"
+    )
+    assert bundle.other_release(plan, "trixie") == ["libexpat1=2.5.0-1", "python3.11=3.11.2-6+deb12u9"]
+    assert bundle.other_release(plan, "bookworm") == ["libffi8=3.4.8-2", "libssl3t64=3.5.9-1~deb13u1"]
 
 
 def test_the_roles_found_are_the_roles_that_install_packages():

@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,13 +153,9 @@ def bookworm_pin() -> tuple[list[str], str]:
     """The superset role's apt pin for Debian 12's python3.11 on Debian 13 (its vars: the packages
     let in), the same preferences it writes on the hosts, so that the bundle holds what an online
     host would install."""
-    text = SUPERSET_VARS.read_text()
-    start = text.index("__superset_bookworm_packages: >-\n") + len("__superset_bookworm_packages: >-\n")
-    names = []
-    for line in text[start:].splitlines():
-        if not line.startswith("  "):
-            break
-        names += line.split()
+    import yaml  # the controller tools' (like packaging, below)
+
+    names = yaml.safe_load(SUPERSET_VARS.read_text())["__superset_bookworm_packages"].split()
     prefs = "\n".join(
         f"Package: {' '.join(names)}\nPin: release n={suite}\nPin-Priority: 100\n\n"
         f"Package: *\nPin: release n={suite}\nPin-Priority: -1\n"
@@ -190,7 +187,8 @@ def for_python(lock: Path, python: str, work: Path) -> Path:
         die("the packaging library is missing: run it with the controller tools' Python (make tools, then "
             ".venv/bin/python tools/bundle.py)")  # fmt: skip
     env = {"python_version": python, "python_full_version": FULL_VERSIONS[python], "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
+           "implementation_version": FULL_VERSIONS[python], "platform_python_implementation": "CPython",
+           "sys_platform": "linux", "platform_system": "Linux",
            "platform_machine": "x86_64", "os_name": "posix"}  # fmt: skip
     kept, keep = [], True
     for line in lock.read_text().splitlines():
@@ -229,11 +227,22 @@ def wheels(locks: dict[str, Path], dest: Path, release: str) -> None:
         run([*pip, "--no-deps", "--only-binary", ":all:", *target(python), f"uv=={uv_version()}", *EXTRA_WHEELS])
 
 
-def debs(dest: Path, work: Path, release: str) -> None:
+def other_release(plan: str, release: str) -> list[str]:
+    """The packages (name=version) of `apt-get --simulate install`'s plan that come from another
+    Debian release than this one: `Inst NAME (VERSION Debian:12.12/oldstable, ... [amd64])`."""
+    major = RELEASES[release]["debian"]
+    return sorted(
+        f"{m[1]}={m[2]}"
+        for m in re.finditer(r"^Inst (\S+) \((\S+) ([^\[]*)", plan, re.M)
+        if not re.search(rf"\b[\w-]+:{major}[./]", m[3])
+    )
+
+
+def debs(dest: Path, work: Path, release: str) -> list[str]:
     """The roles' packages and everything they depend on or recommend, resolved as if nothing
     were installed, so that any host of the release finds what it lacks; then a flat repository.
     On Debian 13, bookworm's sources too, under the superset role's pin: only its python3.11
-    packages come from there, as on an online host."""
+    packages come from there, as on an online host. Returns those, as name=version."""
     mirror = debian_mirror().rstrip("/")
     security = mirror + "-security"
     state, cache = work / "apt-state", work / "apt-cache"
@@ -264,8 +273,13 @@ def debs(dest: Path, work: Path, release: str) -> None:
     run(["apt-get", *opts, "-q", "update"])
     names = packages(release)
     log(f"Debian packages: {len(names)} named, with what they depend on and recommend")
-    run(["apt-get", *opts, "-q", "-y", "--download-only", "install", *names],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    plan = run(["apt-get", *opts, "-q", "-y", "--simulate", "install", *names], env=env).stdout
+    other = other_release(plan, release)
+    allowed = bookworm_pin()[0] if RELEASES[release]["from_bookworm"] else []
+    if any(p.split("=")[0] not in allowed for p in other):
+        die(f"packages of another Debian release than {release}'s would be bundled: {', '.join(sorted(other))}")
+    run(["apt-get", *opts, "-q", "-y", "--download-only", "install", *names], env=env)
     shutil.rmtree(dest / "partial", ignore_errors=True)
     (dest / "lock").unlink(missing_ok=True)
     index = run(["dpkg-scanpackages", "--multiversion", "."], cwd=dest).stdout
@@ -276,6 +290,7 @@ def debs(dest: Path, work: Path, release: str) -> None:
         f"Codename: platform-offline\nArchitectures: {ARCH} all\nDescription: the data platform's offline bundle\n"
         f"SHA256:\n {digest} {len(index.encode())} Packages\n"
     )
+    return other
 
 
 def tar(src: Path, dest: Path) -> None:
@@ -338,7 +353,7 @@ def main() -> None:
         try:
             (work / "wheels").mkdir()
             wheels(locks, work / "wheels", release)
-            debs(work / "apt", work, release)
+            from_bookworm = debs(work / "apt", work, release)
             tar(work / "wheels", new / "wheels.tar")
             tar(work / "apt", new / "apt.tar")
             if args.keycloak_archive:
@@ -353,6 +368,9 @@ def main() -> None:
                         "python": RELEASES[release]["python"],
                         "inputs": key,
                         **counts,
+                        # Debian 12's packages in a Debian 13 bundle (name=version): the superset
+                        # role's python3.11 and what its pin lets in, nothing else.
+                        "from_bookworm": from_bookworm,
                     },
                     indent=2,
                 )

@@ -7,6 +7,7 @@ bytecode is compiled from source again at every server start, kernel and run.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -97,15 +98,23 @@ for pkg in apt.Cache():
 """
 
 
-# An offline host's apt knows only the bundle (tools/bundle.py resolved it under the same pin), whose
-# packages have no Debian origin: there Debian 12's are those with a deb12 version.
-DEB12_VERSIONS = "dpkg-query -W -f '${Package} ${Version}\\n' | awk '$2 ~ /deb12/ {print $1}'"
+# An offline host's apt knows only the bundle, whose packages have no Debian origin there: the
+# bundle's description lists its Debian 12 packages (tools/bundle.py, from apt's plan).
+BUNDLE_JSON = "/var/lib/platform-offline/bundle.json"
+
+
+def _from_bookworm(host, offline: bool) -> set[str]:
+    if not offline:
+        return set(host.check_output(f"python3 -c {_quote(BOOKWORM_ONLY)}").split())
+    listed = set(json.loads(host.file(BUNDLE_JSON).content_string).get("from_bookworm", []))
+    installed = set(host.check_output("dpkg-query -W -f '${Package}=${Version}\\n'").split())
+    return {p.split("=")[0] for p in installed & listed}
 
 
 def test_nothing_but_supersets_python_comes_from_another_debian_release(group_hosts):
     for host in group_hosts("superset"):
         offline = host.file("/etc/apt/apt.conf.d/50platform-offline").exists
-        foreign = set(host.check_output(DEB12_VERSIONS if offline else f"python3 -c {_quote(BOOKWORM_ONLY)}").split())
+        foreign = _from_bookworm(host, offline)
         if host.check_output("cut -d. -f1 /etc/debian_version") == "12":
             assert not host.file("/etc/apt/preferences.d/superset-python-bookworm").exists
             continue
