@@ -189,9 +189,15 @@ def build_root(root: Path, suite: str) -> Path:
 
 
 # --------------------------------------------------------------------------- state
+# Directories of STATE that are not scenarios' (the browser's lock, consoles, trees being removed).
+RESERVED = ("browser", "logs", "trash")
+
+
 def scenario_dir(scenario: str) -> Path:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", scenario):
         die(f"scenario name {scenario!r}: use lowercase letters, digits and '-' (max 31)")
+    if scenario in RESERVED:
+        die(f"scenario name {scenario!r}: reserved for the harness ({', '.join(RESERVED)}); pick another")
     return STATE / scenario
 
 
@@ -225,7 +231,11 @@ def pick_subnet(scenario: str) -> ipaddress.IPv4Network:
 
 
 def all_states() -> list[dict]:
-    return [json.loads(p.read_text()) for p in STATE.glob("*/state.json")] if STATE.exists() else []
+    states = []
+    for path in STATE.glob("*/state.json") if STATE.exists() else []:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):  # a scenario going down meanwhile
+            states.append(json.loads(path.read_text()))
+    return states
 
 
 # --------------------------------------------------------------------------- up / down
@@ -271,6 +281,9 @@ def browser_net() -> str:
         route = run(["ip", "-n", BROWSER_NS, "-4", "route", "show", "default"], check=False, capture_output=True)
         if f"via {ours}" not in route.stdout:
             remove_browser_net()
+            taken = run(["ip", "-4", "route", "show", "match", ours], capture_output=True).stdout
+            if any(line.split()[0] != "default" for line in taken.splitlines()):
+                die(f"{BROWSER_NET} (the tests' browser's network) is routed on this machine already: {taken.strip()}")
             run(["ip", "netns", "add", BROWSER_NS])
             run(["ip", "netns", "exec", BROWSER_NS, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
                  "net.ipv6.conf.default.disable_ipv6=1"])  # fmt: skip
@@ -299,7 +312,10 @@ def remove_rules(table: str, chain: str, comment: str) -> None:
     older version of this script added is found too)."""
     listing = run(["iptables", "-t", table, "-S", chain], capture_output=True).stdout
     for line in listing.splitlines():
-        args = shlex.split(line)
+        try:
+            args = shlex.split(line)
+        except ValueError:  # not a rule this script wrote
+            continue
         if args[:1] == ["-A"] and "--comment" in args and args[args.index("--comment") + 1] == comment:
             run(["iptables", "-t", table, "-D", *args[1:]], check=False, stderr=subprocess.DEVNULL)
 
