@@ -114,3 +114,30 @@ def test_bad_input_is_refused_naming_the_variable(tmp_path, role_vars, named):
 def test_good_input_passes(tmp_path):
     out = assert_play(tmp_path, backup_repository="/srv/r", backup_repository_password=PASSWORD, backup_paths=["/home"])
     assert out.returncode == 0, out.stdout[-2000:]
+
+
+def test_a_restore_replays_whole_statements_about_missing_roles_only():
+    """roles/backup/files/restore-roles.py: statements of the globals dump split whole, so text a
+    user set as a default of their own role (any text, newlines and quotes included) stays in
+    that user's statement."""
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "roles/backup/files/restore-roles.py"))
+    dump = """--
+-- Roles
+--
+CREATE ROLE alice;
+ALTER ROLE alice WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:a==$b=:c=';
+CREATE ROLE "analytics.users";
+ALTER ROLE alice SET search_path TO '"a
+CREATE ROLE x''; GRANT pg_execute_server_program TO alice; --
+b"';
+GRANT "analytics.users" TO alice GRANTED BY "analytics.admin";
+GRANT alice TO "analytics.admin" WITH INHERIT TRUE GRANTED BY "analytics.admin";
+"""
+    found = [(script["about"](s), s) for s in script["statements"](dump)]
+    assert [names for names, _ in found] == [
+        ["alice"], ["alice"], ["analytics.users"], ["alice"],
+        ["analytics.users", "alice"], ["alice", "analytics.admin"],
+    ]  # fmt: skip
+    assert "GRANT pg_execute_server_program" in found[3][1] and found[3][1].endswith("b\"';")
