@@ -187,6 +187,4 @@ def test_the_browser_in_its_namespace_loads_pages_while_this_machines_network_ch
         assert beside == ["Page.goto: net::ERR_NETWORK_CHANGED"] * 3, f"the changes did not reach Chromium: {beside}"
     finally:
         subprocess.run(["ip", "link", "del", "dpt-churn0"], check=False, capture_output=True)
-        with testhost.exclusive(testhost.STATE / "browser"):
-            if not testhost.all_states():
-                testhost.remove_browser_net()
+        testhost.release_browser_net()

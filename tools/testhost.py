@@ -307,6 +307,13 @@ def remove_browser_net() -> None:
     remove_rules("nat", "POSTROUTING", NAT_COMMENT_PREFIX + "browser")
 
 
+def release_browser_net() -> None:
+    """The browser's namespace removed when no scenario is left whose tests could use it."""
+    with exclusive(STATE / "browser"):
+        if not all_states():
+            remove_browser_net()
+
+
 def remove_rules(table: str, chain: str, comment: str) -> None:
     """Every rule of the chain that carries exactly this comment, whatever else it says (a rule an
     older version of this script added is found too)."""
@@ -401,9 +408,7 @@ def down(scenario: str) -> None:
     remove_rules("nat", "POSTROUTING", NAT_COMMENT_PREFIX + scenario)
     remove_rules("filter", "FORWARD", NAT_COMMENT_PREFIX + scenario)
     shutil.rmtree(scenario_dir(scenario), ignore_errors=True)
-    with exclusive(STATE / "browser"):
-        if not all_states():  # no scenario left whose tests could use the browser
-            remove_browser_net()
+    release_browser_net()
     log(f"{scenario}: down (halted in {t1 - t0:.0f} s, put away in {time.monotonic() - t1:.0f} s)")
 
 

@@ -8,10 +8,9 @@ bytecode is compiled from source again at every server start, kernel and run.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from hostlib import ROOT, playbook_runner
+from hostlib import ROOT, playbook_runner, until
 
 pytestmark = pytest.mark.platform
 
@@ -170,9 +169,6 @@ def test_an_environment_another_python_made_or_runs_is_made_anew(group_hosts, in
         made = host.check_output(f"grep -E '^version(_info)? *=' {venv}/pyvenv.cfg")
         assert f"= {runs}." in made, f"{name}: {venv} says {made}"
         assert host.file(f"{venv}/installed-from.txt").exists, f"{name}: {venv} was not installed again"
-        for _ in range(30):  # restarted by the playbook's handler
-            if host.run(f"{system} -c {_quote(HEALTH)}").rc == 0:
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError(f"{name}: the exec API does not answer from its new environment")
+        # restarted by the playbook's handler
+        until(lambda h=host: h.run(f"{system} -c {_quote(HEALTH)}").rc == 0, 30,
+              f"{name}: the exec API to answer from its new environment")  # fmt: skip
