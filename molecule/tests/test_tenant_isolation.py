@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shlex
 import time
 import uuid
 
@@ -237,6 +238,41 @@ def test_no_world_writable_file_in_platform_directories(site):
     out = site.run("find /opt /etc /usr/local /var/lib -xdev \\( -type f -o -type d \\) -perm -o+w "
                    "! -perm -1000 -print 2>/dev/null | head -20").stdout  # fmt: skip
     assert not out.strip(), f"world-writable (any user can change or flock them):\n{out}"
+
+
+# Where the platform keeps what it runs and what it holds; alice's shell may write none of it.
+SYSTEM_TREES = ["/opt", "/etc", "/usr", "/var/lib", "/var/log", "/var/cache", "/var/backups", "/srv"]
+
+
+def test_alice_in_her_own_shell_can_write_nothing_of_the_platform(alice, site):
+    """As alice with a shell on the host (not in her confined server, whose /opt is read-only
+    anyway): every file and directory she could write, by mode, group or ACL as the kernel judges
+    it (access(2) with her ids), other than her own and sticky directories. The find above sees
+    only the `other` bits; this one sees a group she is in and an ACL entry naming her too. (The
+    fixture started her server, so she has her account.)"""
+    script = r"""
+import os, stat, sys
+me = os.getuid()
+found = []
+for top in sys.argv[1:]:
+    for root, dirs, files in os.walk(top, onerror=lambda e: None):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or st.st_uid == me or (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+                continue
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                continue
+            if os.access(path, os.W_OK):
+                found.append(path)
+print("\n".join(found[:20]))
+"""
+    out = site.run(f"runuser -u alice -- /usr/bin/python3 -I -c {shlex.quote(script)} {' '.join(SYSTEM_TREES)}")
+    assert out.rc == 0, f"the walk as alice failed: {out.stderr}"
+    assert not out.stdout.strip(), f"alice can write these platform files from her shell:\n{out.stdout}"
 
 
 # ------------------------------------------------------------------------- exec API
