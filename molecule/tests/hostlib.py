@@ -187,6 +187,8 @@ class KernelError(AssertionError):
 class Kernel:
     """Runs code in a Jupyter kernel over the server's WebSocket (the protocol JupyterLab speaks)."""
 
+    IDLE = 45.0
+
     def __init__(self, hub: Hub, kid: str, ws_url: str) -> None:
         self.hub, self.kid = hub, kid
         self.session = uuid.uuid4().hex
@@ -198,6 +200,16 @@ class Kernel:
         self.ws = websocket.create_connection(
             self.ws_url, header=[f"Authorization: token {self.hub.token}"], sslopt={"ca_certs": self.hub.ca}, timeout=20
         )
+        self.heard = time.monotonic()
+
+    def _fresh(self) -> None:
+        """The server pings every 30 s and closes a WebSocket that answered none for 90 s
+        (jupyter_server's WebSocketMixin). This client answers pings only while it reads, so after
+        a pause between runs its connection may be closed, and a request sent on it can be lost
+        without an error (the close half-done). After IDLE s without reading it connects anew."""
+        if time.monotonic() - self.heard > self.IDLE:
+            self.ws.shutdown()
+            self._connect()
 
     def _send(self, payload: str) -> None:
         try:
@@ -209,7 +221,9 @@ class Kernel:
     def _recv(self) -> dict | None:
         """The next message, or None after 20 s of silence (a ping then keeps nginx from closing)."""
         try:
-            return json.loads(self.ws.recv())
+            msg = json.loads(self.ws.recv())
+            self.heard = time.monotonic()
+            return msg
         except websocket.WebSocketTimeoutException:
             self.ws.ping()
             return None
@@ -220,6 +234,7 @@ class Kernel:
     def run(self, code: str, timeout: float = 120) -> str:
         """Execute code; return what it printed. A Python error raises KernelError with its traceback."""
         msg_id = uuid.uuid4().hex
+        self._fresh()
         self._send(json.dumps({
             "header": {"msg_id": msg_id, "username": self.hub.user, "session": self.session,
                        "msg_type": "execute_request", "version": "5.3"},
