@@ -240,39 +240,52 @@ def test_no_world_writable_file_in_platform_directories(site):
     assert not out.strip(), f"world-writable (any user can change or flock them):\n{out}"
 
 
-# Where the platform keeps what it runs and what it holds; alice's shell may write none of it.
-SYSTEM_TREES = ["/opt", "/etc", "/usr", "/var/lib", "/var/log", "/var/cache", "/var/backups", "/srv"]
+# Where the platform keeps what it runs and holds, and where processes meet (sockets, shared
+# temporary directories, the other users' homes): alice's shell may write none of it.
+SYSTEM_TREES = ["/opt", "/etc", "/usr", "/var", "/srv", "/home", "/run", "/tmp", "/dev/shm"]
+# What every local user may write or connect to by design: the shared temporary directories
+# (sticky), PostgreSQL's socket (pg_hba decides), D-Bus, systemd's and (Debian 13) sshd's local
+# sockets (they check the caller).
+OPEN_BY_DESIGN = ["/tmp", "/tmp/.*-unix", "/var/tmp", "/dev/shm", "/run/lock",
+                  "/run/postgresql/.s.PGSQL.*", "/run/dbus/system_bus_socket", "/run/systemd/*",
+                  "/run/ssh-unix-local/socket"]  # fmt: skip
 
 
 def test_alice_in_her_own_shell_can_write_nothing_of_the_platform(alice, site):
     """As alice with a shell on the host (not in her confined server, whose /opt is read-only
-    anyway): every file and directory she could write, by mode, group or ACL as the kernel judges
-    it (access(2) with her ids), other than her own and sticky directories. The find above sees
-    only the `other` bits; this one sees a group she is in and an ACL entry naming her too. (The
-    fixture started her server, so she has her account.)"""
-    script = r"""
-import os, stat, sys
-me = os.getuid()
+    anyway): every file, directory, socket and FIFO root finds in these trees, asked of the kernel
+    with access(2) under her ids: none may be writable to her (for a socket: connectable), by
+    mode, group or ACL, other than her own and those open by design. Root lists the paths, so a
+    directory she may enter but not list is checked too. The find above sees only the `other`
+    bits; this one sees a group she is in and an ACL entry naming her. (The fixture started her
+    server, so she has her account.)"""
+    check = r"""
+import fnmatch, os, sys
+me, allowed = os.getuid(), sys.argv[1:]
+paths = [p for p in sys.stdin.buffer.read().split(b"\0") if p]
 found = []
-for top in sys.argv[1:]:
-    for root, dirs, files in os.walk(top, onerror=lambda e: None):
-        for name in dirs + files:
-            path = os.path.join(root, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode) or st.st_uid == me or (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
-                continue
-            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-                continue
-            if os.access(path, os.W_OK):
-                found.append(path)
-print("\n".join(found[:20]))
+for path in paths:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        continue  # not hers to reach
+    name = os.fsdecode(path)
+    if st.st_uid == me or any(fnmatch.fnmatch(name, pattern) for pattern in allowed):
+        continue
+    if os.access(path, os.W_OK):
+        found.append(name.encode("utf-8", "backslashreplace").decode())
+print(len(paths), len(found))
+print("\n".join(found[:30]))
 """
-    out = site.run(f"runuser -u alice -- /usr/bin/python3 -I -c {shlex.quote(script)} {' '.join(SYSTEM_TREES)}")
-    assert out.rc == 0, f"the walk as alice failed: {out.stderr}"
-    assert not out.stdout.strip(), f"alice can write these platform files from her shell:\n{out.stdout}"
+    out = site.run(
+        f"find {' '.join(SYSTEM_TREES)} -xdev \\( -type f -o -type d -o -type s -o -type p \\) -print0 2>/dev/null"
+        f" | runuser -u alice -- /usr/bin/python3 -I -c {shlex.quote(check)} {shlex.join(OPEN_BY_DESIGN)}"
+    )
+    assert out.rc == 0, f"the check as alice failed: {out.stderr}"
+    head, *found = out.stdout.splitlines()
+    checked, writable = map(int, head.split())
+    assert checked > 10000, f"only {checked} paths were checked: the walk did not reach the trees"
+    assert not writable, f"alice can write {writable} paths of the platform from her shell, e.g.:\n" + "\n".join(found)
 
 
 # ------------------------------------------------------------------------- exec API
